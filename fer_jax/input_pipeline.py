@@ -1,0 +1,153 @@
+"""Grain input pipelines over `tfds.data_source`: training stream and padded evaluation batches.
+
+A batch is a dict of numpy arrays, per process (the trainer turns it into global arrays):
+  {<modality>: array[L, T, ...], 'label': int32[L], 'mask': bool[L]}
+with L = global batch / process count; `mask` is False on padding rows of evaluation batches.
+
+Training order: the training split is shuffled globally (a new permutation each epoch),
+augmented with a per-position random stream, then process p takes positions p, p+P, p+2P, ...
+So the global batch at a step holds the same clips whatever the number of processes, and the
+stream is a deterministic function of (seed, position): a Grain iterator state restores it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import grain
+import numpy as np
+
+from tfds_dfew import release
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The configured TFDS dataset is not built in data_dir."""
+
+
+def fold_split(config, part: str) -> str:
+    """The TFDS split string for `part` ('train' | 'test') of config.dataset.fold."""
+    train, test = release.fold_splits(int(config.dataset.fold))
+    return {"train": train, "test": test}[part]
+
+
+def open_source(config, split: str):
+    """tfds.data_source for config.dataset.name and `split`, with a useful error when absent."""
+    import tensorflow_datasets as tfds
+
+    import tfds_dfew.dfew  # noqa: F401  (registers the `dfew` builder)
+
+    data_dir = os.path.expanduser(config.dataset.data_dir)
+    try:
+        return tfds.data_source(config.dataset.name, split=split, data_dir=data_dir, download=False)
+    except Exception as e:  # TFDS raises several types (AssertionError, DatasetNotFoundError, ...)
+        raise DatasetNotFoundError(
+            f"dataset {config.dataset.name!r} (split {split!r}) is not available in {data_dir} "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Build it first: "
+            f"python -m tfds_dfew.build --manual_dir <DFEW release> --data_dir {data_dir}"
+        ) from None
+
+
+class Preprocessor:
+    """Record -> example dict. Frames: random crop + horizontal flip in training, centre crop in eval.
+
+    The same crop and flip apply to all frames of a clip. Output frames: uint8[T, S, S, 3].
+    """
+
+    def __init__(self, config, *, train: bool):
+        self.modalities = {name: spec.input for name, spec in config.modalities.items()}
+        self.crop = int(config.data.get("crop_size", 0) or 0)
+        self.flip = bool(config.data.get("flip", True)) and train
+        self.train = train
+
+    def _frames(self, frames, rng: np.random.Generator | None):
+        x = np.stack(frames) if isinstance(frames, list) else np.asarray(frames)
+        h, w = x.shape[1:3]
+        s = self.crop or h
+        if s > min(h, w):
+            raise ValueError(f"config.data.crop_size={s} is larger than the stored frames ({h}x{w}).")
+        if self.train and rng is not None:
+            top, left = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
+        else:
+            top, left = (h - s) // 2, (w - s) // 2
+        x = x[:, top : top + s, left : left + s]
+        if self.flip and rng is not None and rng.random() < 0.5:
+            x = x[:, :, ::-1]
+        return np.ascontiguousarray(x)
+
+    def __call__(self, record, rng: np.random.Generator | None = None) -> dict:
+        out = {}
+        for name, key in self.modalities.items():
+            if key not in record:
+                raise KeyError(
+                    f"modality {name!r} reads dataset feature {key!r}, which this dataset lacks "
+                    f"(it has {sorted(record)}). Fix config.modalities.{name}.input or the dataset."
+                )
+            value = record[key]
+            out[name] = self._frames(value, rng) if key == "frames" else np.asarray(value, np.float32)
+        out["label"] = np.int32(record["label"])
+        out["mask"] = np.bool_(True)
+        return out
+
+
+def example_shapes(config) -> dict[str, tuple[int, ...]]:
+    """Per-clip shape of each modality after preprocessing (reads one test record)."""
+    source = open_source(config, fold_split(config, "test"))
+    example = Preprocessor(config, train=False)(source[0])
+    return {name: example[name].shape for name in config.modalities}
+
+
+def _batch_size_per_process(global_batch: int, process_count: int) -> int:
+    if global_batch % process_count:
+        raise ValueError(
+            f"config.batch_size={global_batch} is not divisible by the {process_count} processes; "
+            "pick a multiple of the process count."
+        )
+    return global_batch // process_count
+
+
+def train_dataset(config, *, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
+    """Infinite, shuffled, augmented training batches of this process (a checkpointable IterDataset)."""
+    source = open_source(config, fold_split(config, "train"))
+    local = _batch_size_per_process(int(config.batch_size), process_count)
+    ds = (
+        grain.MapDataset.source(source)
+        .shuffle(seed=int(config.seed))
+        .repeat()
+        .random_map(Preprocessor(config, train=True), seed=int(config.seed) + 1)
+    )
+    ds = ds[process_index::process_count].batch(local, drop_remainder=True)
+    options = grain.ReadOptions(
+        num_threads=int(config.data.get("read_threads", 4)), prefetch_buffer_size=int(config.data.get("prefetch", 8))
+    )
+    return ds.to_iter_dataset(options)
+
+
+def eval_batches(
+    config, split: str | None = None, *, process_index: int = 0, process_count: int = 1, batch_size: int | None = None
+) -> tuple[Iterator[dict], int]:
+    """Padded evaluation batches of this process, and the number of global batches.
+
+    Every clip of the split is in exactly one batch row with mask True; padding rows repeat
+    clip 0 with mask False. Global batch b holds clips [b*G, (b+1)*G); process p holds the
+    contiguous block [b*G + p*L, b*G + (p+1)*L) of it.
+    """
+    split = split or fold_split(config, "test")
+    source = open_source(config, split)
+    n = len(source)
+    global_batch = int(batch_size or config.get("eval_batch_size", config.batch_size))
+    local = _batch_size_per_process(global_batch, process_count)
+    num_batches = -(-n // global_batch)
+    positions = [
+        b * global_batch + process_index * local + j for b in range(num_batches) for j in range(local)
+    ]
+    pre = Preprocessor(config, train=False)
+
+    def load(position):
+        example = pre(source[position if position < n else 0])
+        example["mask"] = np.bool_(position < n)
+        return example
+
+    ds = grain.MapDataset.source(positions).map(load).batch(local)
+    options = grain.ReadOptions(num_threads=int(config.data.get("read_threads", 4)), prefetch_buffer_size=4)
+    return iter(ds.to_iter_dataset(options)), num_batches

@@ -1,0 +1,79 @@
+"""Builds a model from a config: tokenizers are looked up by name in `TOKENIZERS`.
+
+`config.modalities` maps a modality name ('face', 'pose', ...) to its spec:
+`input` (the dataset feature it reads), `tokenizer` (a key of TOKENIZERS) and the tokenizer's
+own options. Adding a tokenizer = one function here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import jax.numpy as jnp
+from flax import nnx
+
+from fer_jax.models.fusion import FusionTransformer
+from fer_jax.models.tokenizers import FeatureProjection, FrameCNN
+
+# name -> fn(spec, input_shape (per clip, e.g. (T, H, W, 3) or (T, F)), width, dtype, rngs) -> module
+TOKENIZERS: dict[str, Callable[..., nnx.Module]] = {}
+
+
+def register_tokenizer(name: str):
+    def wrap(fn):
+        TOKENIZERS[name] = fn
+        return fn
+
+    return wrap
+
+
+@register_tokenizer("cnn")
+def _cnn(spec, input_shape, width, dtype, rngs):
+    return FrameCNN(width, tuple(spec.get("channels", (32, 64, 128, 256))), dtype=dtype, rngs=rngs)
+
+
+@register_tokenizer("linear")
+def _linear(spec, input_shape, width, dtype, rngs):
+    return FeatureProjection(int(input_shape[-1]), width, dtype=dtype, rngs=rngs)
+
+
+def compute_dtype(name: str | None):
+    """'float32' | 'bfloat16' | None -> a jnp dtype for activations (parameters stay float32)."""
+    if name in (None, "", "float32"):
+        return jnp.float32
+    if name == "bfloat16":
+        return jnp.bfloat16
+    raise ValueError(f"config.model.dtype={name!r}: expected 'float32' or 'bfloat16'.")
+
+
+def build_model(config, input_shapes: Mapping[str, tuple[int, ...]], *, seed: int = 0) -> FusionTransformer:
+    """The fusion model for `config`; `input_shapes` gives each modality's per-clip shape."""
+    m = config.model
+    dtype = compute_dtype(m.get("dtype", "float32"))
+    rngs = nnx.Rngs(params=seed, dropout=seed + 1)
+    tokenizers = {}
+    for name, spec in config.modalities.items():
+        kind = spec.tokenizer
+        if kind not in TOKENIZERS:
+            raise ValueError(
+                f"config.modalities.{name}.tokenizer={kind!r} is unknown; choose one of {sorted(TOKENIZERS)}."
+            )
+        if name not in input_shapes:
+            raise ValueError(f"modality {name!r} has no input shape; the dataset does not provide it.")
+        tokenizers[name] = TOKENIZERS[kind](spec, tuple(input_shapes[name]), m.width, dtype, rngs)
+    num_frames = max(int(input_shapes[name][0]) for name in tokenizers)
+    return FusionTransformer(
+        tokenizers,
+        num_frames=num_frames,
+        width=m.width,
+        depth=m.depth,
+        num_heads=m.num_heads,
+        mlp_dim=m.mlp_dim,
+        num_classes=config.get("num_classes", 7),
+        dropout=m.dropout,
+        attention_dropout=m.get("attention_dropout", 0.0),
+        head_dropout=m.get("head_dropout", 0.0),
+        modality_dropout=m.get("modality_dropout", 0.0),
+        dtype=None if dtype == jnp.float32 else dtype,
+        rngs=rngs,
+    )

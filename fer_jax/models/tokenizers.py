@@ -1,0 +1,63 @@
+"""Tokenizers: turn one modality of a clip into per-frame tokens float[B, T, D].
+
+- `FrameCNN`: raw face frames uint8[B, T, H, W, 3] -> a small CNN per frame (trained end to end).
+- `FeatureProjection`: cached per-frame features float[B, T, F] -> LayerNorm + linear.
+
+Every tokenizer has `__call__(x, *, train) -> float[B, T, D]`; the fusion model adds time and
+modality embeddings.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+class ConvBlock(nnx.Module):
+    """3x3 conv (stride s) -> BatchNorm -> ReLU."""
+
+    def __init__(self, cin, cout, stride, *, dtype, rngs: nnx.Rngs):
+        self.conv = nnx.Conv(cin, cout, (3, 3), strides=stride, padding=((1, 1), (1, 1)), use_bias=False,
+                             dtype=dtype, rngs=rngs)
+        self.norm = nnx.BatchNorm(cout, momentum=0.9, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x, *, train: bool):
+        return jax.nn.relu(self.norm(self.conv(x), use_running_average=not train))
+
+
+class FrameCNN(nnx.Module):
+    """A small from-scratch CNN applied to every frame: uint8[B, T, H, W, 3] -> float[B, T, D].
+
+    A strided stem, then one stride-2 block per entry of `channels`, global average pooling and a
+    linear map to the model width. Pixels are scaled to [-1, 1].
+    """
+
+    def __init__(self, width: int, channels=(32, 64, 128, 256), *, dtype=None, rngs: nnx.Rngs):
+        self.stem = ConvBlock(3, channels[0], 2, dtype=dtype, rngs=rngs)
+        self.blocks = nnx.List(
+            [ConvBlock(a, b, 2, dtype=dtype, rngs=rngs) for a, b in zip(channels[:-1], channels[1:])]
+        )
+        self.proj = nnx.Linear(channels[-1], width, dtype=dtype, rngs=rngs)
+        self.dtype = dtype
+
+    def __call__(self, frames, *, train: bool):
+        b, t = frames.shape[:2]
+        x = frames.reshape((b * t,) + frames.shape[2:]).astype(self.dtype or jnp.float32)
+        x = x * (2.0 / 255.0) - 1.0
+        x = self.stem(x, train=train)
+        for block in self.blocks:
+            x = block(x, train=train)
+        return self.proj(x.mean(axis=(1, 2))).reshape(b, t, -1)
+
+
+class FeatureProjection(nnx.Module):
+    """Cached per-frame features float[B, T, F] -> LayerNorm -> Linear -> float[B, T, D]."""
+
+    def __init__(self, in_features: int, width: int, *, dtype=None, rngs: nnx.Rngs):
+        self.norm = nnx.LayerNorm(in_features, dtype=dtype, rngs=rngs)
+        self.proj = nnx.Linear(in_features, width, dtype=dtype, rngs=rngs)
+
+    def __call__(self, features, *, train: bool):
+        del train
+        return self.proj(self.norm(features))

@@ -1,0 +1,78 @@
+"""Pre-LayerNorm transformer encoder blocks (Flax NNX) with key-padding masks.
+
+Shapes: tokens float[B, N, D], mask bool[B, N] (True = a real token). Dropout draws from the
+`rngs` passed at call time, so a jitted step can feed a key derived from (seed, step).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+class SelfAttention(nnx.Module):
+    """Multi-head self-attention; padded keys get no weight."""
+
+    def __init__(self, width: int, num_heads: int, *, dropout: float, dtype, rngs: nnx.Rngs):
+        if width % num_heads:
+            raise ValueError(f"model width {width} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.qkv = nnx.Linear(width, 3 * width, dtype=dtype, rngs=rngs)
+        self.out = nnx.Linear(width, width, dtype=dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout)
+
+    def __call__(self, x, mask, *, train: bool, rngs: nnx.Rngs | None):
+        b, n, d = x.shape
+        h = self.num_heads
+        q, k, v = jnp.split(self.qkv(x).reshape(b, n, 3 * h, d // h), 3, axis=2)
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) * (d // h) ** -0.5
+        if mask is not None:
+            logits = jnp.where(mask[:, None, None, :], logits, jnp.finfo(logits.dtype).min)
+        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+        weights = self.dropout(weights, deterministic=not train, rngs=rngs)
+        return self.out(jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, n, d))
+
+
+class EncoderBlock(nnx.Module):
+    """x + Attn(LN(x)); x + MLP(LN(x))."""
+
+    def __init__(self, width, num_heads, mlp_dim, *, dropout, attention_dropout, dtype, rngs: nnx.Rngs):
+        self.norm1 = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
+        self.attn = SelfAttention(width, num_heads, dropout=attention_dropout, dtype=dtype, rngs=rngs)
+        self.norm2 = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
+        self.fc1 = nnx.Linear(width, mlp_dim, dtype=dtype, rngs=rngs)
+        self.fc2 = nnx.Linear(mlp_dim, width, dtype=dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout)
+
+    def __call__(self, x, mask, *, train: bool, rngs: nnx.Rngs | None):
+        det = not train
+        x = x + self.dropout(self.attn(self.norm1(x), mask, train=train, rngs=rngs), deterministic=det, rngs=rngs)
+        y = self.fc2(self.dropout(jax.nn.gelu(self.fc1(self.norm2(x))), deterministic=det, rngs=rngs))
+        return x + self.dropout(y, deterministic=det, rngs=rngs)
+
+
+class TransformerEncoder(nnx.Module):
+    """A stack of EncoderBlocks followed by a final LayerNorm."""
+
+    def __init__(self, width, depth, num_heads, mlp_dim, *, dropout, attention_dropout, dtype, rngs: nnx.Rngs):
+        self.blocks = nnx.List(
+            [
+                EncoderBlock(
+                    width,
+                    num_heads,
+                    mlp_dim,
+                    dropout=dropout,
+                    attention_dropout=attention_dropout,
+                    dtype=dtype,
+                    rngs=rngs,
+                )
+                for _ in range(depth)
+            ]
+        )
+        self.norm = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x, mask=None, *, train: bool, rngs: nnx.Rngs | None = None):
+        for block in self.blocks:
+            x = block(x, mask, train=train, rngs=rngs)
+        return self.norm(x)

@@ -1,0 +1,316 @@
+"""Training: `train_and_evaluate(config, workdir)` and `python -m fer_jax.train`.
+
+    python -m fer_jax.train --config configs/demo.py --workdir runs/demo
+
+The run resumes from the newest complete checkpoint in the workdir. SIGTERM (a preemption
+notice) saves a checkpoint and exits cleanly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from fer_jax import checkpoint as ckpt_lib
+from fer_jax import input_pipeline, losses, metrics, parallel, workdir as workdir_lib
+from fer_jax.models import registry
+from tfds_dfew import release
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced NaN/Inf; the last good checkpoint is kept."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Model, optimizer and the train state (plain pytrees: params, model_state, opt_state, step).
+# ----------------------------------------------------------------------------------------------
+
+
+def learning_rate_schedule(config) -> optax.Schedule:
+    o = config.optimizer
+    total = int(config.num_train_steps)
+    warmup = min(int(o.warmup_steps), max(total - 1, 0))
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=o.lr, warmup_steps=warmup, decay_steps=max(total, warmup + 1),
+        end_value=o.lr * o.get("end_lr_factor", 0.01),
+    )
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+    o = config.optimizer
+    schedule = learning_rate_schedule(config)
+    if o.name == "adamw":
+        tx = optax.adamw(schedule, b1=o.get("b1", 0.9), b2=o.get("b2", 0.999), weight_decay=o.weight_decay,
+                         mask=_decay_mask)
+    elif o.name == "sgd":
+        tx = optax.chain(optax.add_decayed_weights(o.weight_decay, mask=_decay_mask),
+                         optax.sgd(schedule, momentum=o.get("momentum", 0.9), nesterov=o.get("nesterov", False)))
+    else:
+        raise ValueError(f"config.optimizer.name={o.name!r}: expected 'adamw' or 'sgd'.")
+    if o.get("grad_clip_norm"):
+        tx = optax.chain(optax.clip_by_global_norm(o.grad_clip_norm), tx)
+    return tx
+
+
+def _decay_mask(params):
+    """Weight decay on matrices and conv kernels only (not biases, norms or embeddings' 1-D params)."""
+    return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+@dataclasses.dataclass
+class Trainer:
+    """The jitted steps and the static halves (graphdef, optimizer) they close over."""
+
+    graphdef: Any
+    tx: optax.GradientTransformation
+    mesh: Any
+    train_step: Any
+    eval_step: Any
+
+
+def init_state(config, input_shapes):
+    """(graphdef, state) with state = {'params', 'model_state', 'opt_state', 'step'}."""
+    model = registry.build_model(config, input_shapes, seed=int(config.seed))
+    graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+    tx = make_optimizer(config)
+    state = {"params": params, "model_state": model_state, "opt_state": tx.init(params),
+             "step": jnp.zeros((), jnp.int32)}
+    return graphdef, tx, state
+
+
+def param_count(state) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(state["params"])))
+
+
+def make_trainer(config, graphdef, tx, mesh) -> Trainer:
+    num_classes = int(config.get("num_classes", 7))
+    modalities = tuple(config.modalities)
+    smoothing = float(config.loss.get("label_smoothing", 0.0))
+    class_weights = config.loss.get("class_weights", None)
+    class_weights = None if class_weights is None else np.asarray(class_weights, np.float32)
+    skip_nonfinite = bool(config.get("skip_nonfinite_batches", False))
+    schedule = learning_rate_schedule(config)
+
+    def train_step(state, batch, key):
+        inputs = {m: batch[m] for m in modalities}
+
+        def loss_fn(params, model_state):
+            model = nnx.merge(graphdef, params, model_state, copy=True)
+            logits = model(inputs, train=True, rngs=nnx.Rngs(dropout=key))
+            loss = losses.cross_entropy(logits, batch["label"], num_classes=num_classes,
+                                        label_smoothing=smoothing, class_weights=class_weights,
+                                        mask=batch["mask"])
+            return loss, (logits, nnx.state(model, nnx.Not(nnx.Param)))
+
+        (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state["params"], state["model_state"])
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        grad_norm = optax.global_norm(grads)
+        new = {"params": params, "model_state": model_state, "opt_state": opt_state, "step": state["step"] + 1}
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        if skip_nonfinite:  # keep the old weights, count the step, move on to the next batch
+            kept = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, {**state, "step": new["step"]})
+            new = kept
+        correct = (jnp.argmax(logits, -1) == batch["label"]) & batch["mask"]
+        stats = {"loss": loss, "accuracy": correct.sum() / jnp.maximum(batch["mask"].sum(), 1),
+                 "grad_norm": grad_norm, "lr": schedule(state["step"]), "finite": finite}
+        return new, stats
+
+    def eval_step(state, batch):
+        model = nnx.merge(graphdef, state["params"], state["model_state"])
+        logits = model({m: batch[m] for m in modalities}, train=False)
+        return metrics.confusion_matrix_jax(batch["label"], logits, batch["mask"], num_classes)
+
+    repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+    return Trainer(
+        graphdef=graphdef,
+        tx=tx,
+        mesh=mesh,
+        train_step=jax.jit(train_step, in_shardings=(repl, data, repl), out_shardings=(repl, repl),
+                           donate_argnums=(0,)),
+        eval_step=jax.jit(eval_step, in_shardings=(repl, data), out_shardings=repl),
+    )
+
+
+def evaluate(config, trainer: Trainer, state, split: str | None = None, *, progress: bool = False) -> dict:
+    """Confusion matrix and UAR/WAR of `state` over a whole split (every clip counted once)."""
+    eval_batch = int(config.get("eval_batch_size", config.batch_size))
+    parallel.check_batch_size(eval_batch, trainer.mesh, "config.eval_batch_size")
+    batches, num_batches = input_pipeline.eval_batches(
+        config, split, process_index=jax.process_index(), process_count=jax.process_count(), batch_size=eval_batch)
+    total = None
+    if progress and jax.process_index() == 0:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, total=num_batches, desc="evaluate", leave=False)
+    for local in batches:
+        conf = trainer.eval_step(state, parallel.global_batch(local, trainer.mesh))
+        total = conf if total is None else total + conf
+    confusion = np.rint(np.asarray(jax.device_get(total))).astype(np.int64)
+    return metrics.summarize(confusion, release.CLASS_NAMES)
+
+
+# ----------------------------------------------------------------------------------------------
+# The training loop.
+# ----------------------------------------------------------------------------------------------
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks after each step."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Trains config's model on its fold, evaluating on the fold's test split; returns final metrics."""
+    is_main = jax.process_index() == 0
+    # -- Workdir: one config per workdir ---------------------------------------------------------
+    if is_main:
+        workdir_lib.claim(workdir, config)
+
+    # -- Mesh and input pipeline ------------------------------------------------------------------
+    mesh = parallel.make_mesh()
+    parallel.check_batch_size(int(config.batch_size), mesh)
+    train_ds = input_pipeline.train_dataset(
+        config, process_index=jax.process_index(), process_count=jax.process_count())
+    train_iter = iter(train_ds)
+    input_shapes = input_pipeline.example_shapes(config)
+
+    # -- Model, optimizer, train state --------------------------------------------------------------
+    graphdef, tx, state = init_state(config, input_shapes)
+    state = jax.device_put(state, parallel.replicated(mesh))
+    trainer = make_trainer(config, graphdef, tx, mesh)
+    log.info("model: %s parameters; modalities %s; mesh %s", f"{param_count(state):,}",
+             {m: tuple(s) for m, s in input_shapes.items()}, dict(mesh.shape))
+
+    # -- Resume from the newest complete checkpoint --------------------------------------------------
+    checkpoints = ckpt_lib.RunCheckpoints(workdir, max_to_keep=config.get("keep_checkpoints", 3))
+    start = checkpoints.latest_step() or 0
+    if start:
+        abstract = ckpt_lib.abstract_like(state, parallel.replicated(mesh))
+        state, _ = checkpoints.restore(start, abstract, data_iterator=train_iter)
+        log.info("resumed from checkpoint at step %d in %s", start, checkpoints.directory)
+    metrics_log = workdir_lib.MetricsLog(workdir, enabled=is_main, resume_step=start)
+
+    total = int(config.num_train_steps)
+    base_key = jax.random.key(int(config.seed))
+    log_every, eval_every = int(config.log_every), int(config.get("eval_every", 0) or 0)
+    ckpt_every = int(config.get("checkpoint_every", 0) or 0)
+    pending: list[tuple[int, dict]] = []
+    bar = None
+    if is_main and config.get("progress_bar", True):
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
+
+    def save(step):
+        checkpoints.save(step, state, data_iterator=train_iter,
+                         meta={"step": step, "config": workdir_lib.config_to_dict(config)})
+
+    def flush_train_metrics(step):
+        """Fetches pending step stats (one host sync), checks them, logs their mean."""
+        if not pending:
+            return
+        fetched = jax.device_get([s for _, s in pending])
+        for (s, _), values in zip(pending, fetched):
+            if not values["finite"] and not config.get("skip_nonfinite_batches", False):
+                raise NonFiniteLossError(
+                    f"step {s}: loss or gradients are not finite (loss={float(values['loss'])}, "
+                    f"grad_norm={float(values['grad_norm'])}). The last good checkpoint (step "
+                    f"{checkpoints.latest_step()}) is kept in {checkpoints.directory}. Lower "
+                    "config.optimizer.lr, set config.optimizer.grad_clip_norm, or set "
+                    "config.skip_nonfinite_batches=True to skip such batches."
+                )
+        mean = {k: float(np.mean([v[k] for v in fetched])) for k in fetched[0] if k != "finite"}
+        mean["skipped_batches"] = float(sum(not v["finite"] for v in fetched))
+        metrics_log.write(step, "train", mean)
+        if bar is not None:
+            bar.set_postfix(loss=f"{mean['loss']:.3f}", acc=f"{mean['accuracy']:.2f}")
+        pending.clear()
+
+    result: dict = {}
+    step = start
+    t0 = time.time()
+    with _Preemption() as preemption:
+        while step < total:
+            local = next(train_iter)
+            batch = parallel.global_batch(local, mesh)
+            state, stats = trainer.train_step(state, batch, jax.random.fold_in(base_key, step))
+            step += 1
+            pending.append((step, stats))
+            if bar is not None:
+                bar.update(1)
+            if step % log_every == 0 or step == total:
+                flush_train_metrics(step)
+            if eval_every and step % eval_every == 0 and step != total:
+                result = evaluate(config, trainer, state)
+                metrics_log.write(step, "test", {"uar": result["uar"], "war": result["war"]})
+                log.info("step %d: test UAR %.4f WAR %.4f", step, result["uar"], result["war"])
+            if (ckpt_every and step % ckpt_every == 0) or step == total:
+                flush_train_metrics(step)
+                save(step)
+            if preemption.requested:
+                flush_train_metrics(step)
+                save(step)
+                log.warning("SIGTERM received: saved a checkpoint at step %d; rerun the same command to resume.",
+                            step)
+                break
+    if bar is not None:
+        bar.close()
+    if step >= total:
+        result = evaluate(config, trainer, state)
+        metrics_log.write(step, "test", {"uar": result["uar"], "war": result["war"],
+                                         "train_seconds": time.time() - t0})
+        log.info("step %d (final): test UAR %.4f WAR %.4f", step, result["uar"], result["war"])
+    metrics_log.close()
+    checkpoints.close()
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line.
+# ----------------------------------------------------------------------------------------------
+
+
+def main(argv):
+    from fer_jax import cli
+
+    config, workdir = cli.config_and_workdir(argv)
+    result = train_and_evaluate(config, workdir)
+    if result and jax.process_index() == 0:
+        print(metrics.format_table(result))
+
+
+if __name__ == "__main__":
+    from fer_jax import cli
+
+    cli.run(main, needs_workdir=True)

@@ -1,0 +1,125 @@
+"""What a run keeps in its workdir besides checkpoints: config.json, metrics.jsonl, TensorBoard events.
+
+A workdir belongs to one config: rerunning with the same config resumes; a different config is
+refused (except for keys that do not change the run's numbers, `RESUMABLE_KEYS`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import ml_collections
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+# Keys that may differ between the run in a workdir and the command resuming it.
+RESUMABLE_KEYS = (
+    "dataset.data_dir",
+    "data.read_threads",
+    "data.prefetch",
+    "log_every",
+    "eval_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "progress_bar",
+)
+
+
+class WorkdirConflictError(ValueError):
+    """The workdir holds a run of another config."""
+
+
+def flatten(d, prefix="") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def config_to_dict(config) -> dict:
+    return json.loads(config.to_json()) if hasattr(config, "to_json") else dict(config)
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} not found: {workdir!r} is not a training run's workdir (python -m fer_jax.train writes it)."
+        )
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def claim(workdir: str, config) -> None:
+    """Writes config.json into a new workdir, or checks that an existing run has the same config."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, CONFIG_FILE)
+    current = config_to_dict(config)
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        a, b = flatten(saved), flatten(current)
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_KEYS)
+        if diff:
+            shown = "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:6])
+            raise WorkdirConflictError(
+                f"{workdir} holds a run with another config ({shown}). Resume it with its own config "
+                f"({path}), or train into a new --workdir."
+            )
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(current, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+class MetricsLog:
+    """Appends metrics as JSON lines and TensorBoard scalars (process 0 only)."""
+
+    def __init__(self, workdir: str, *, enabled: bool = True, resume_step: int = 0):
+        self.enabled = enabled
+        self.path = os.path.join(workdir, METRICS_FILE)
+        self._tb = None
+        if not enabled:
+            return
+        if os.path.exists(self.path):  # drop lines a crashed run wrote after its last checkpoint
+            with open(self.path) as f:
+                keep = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            with open(self.path, "w") as f:
+                f.writelines(keep)
+        try:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        except ImportError:
+            self._tb = None
+
+    def write(self, step: int, split: str, values: dict) -> None:
+        if not self.enabled:
+            return
+        record = {"step": int(step), "split": split}
+        record.update({k: (float(v) if isinstance(v, (int, float)) or hasattr(v, "dtype") else v)
+                       for k, v in values.items()})
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for k, v in record.items():
+                if k not in ("step", "split") and isinstance(v, float):
+                    self._tb.add_scalar(f"{split}/{k}", v, step)
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    path = os.path.join(workdir, METRICS_FILE)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,112 @@
+"""`python -m tfds_dfew.build`: builds the `dfew` TFDS dataset from the release, without TensorFlow.
+
+    python -m tfds_dfew.build --manual_dir ~/DFEW --data_dir ~/tensorflow_datasets [--config frames112]
+
+Prints a closing summary: clips per split and class, clips left out and why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from tfds_dfew import release
+
+CONFIG_NAMES = ("frames112", "frames64", "frames224")
+
+
+def build(
+    manual_dir: str,
+    data_dir: str,
+    *,
+    config: str = "frames112",
+    frame_source: str = "auto",
+    skip_bad_clips: bool = False,
+    strict: bool = False,
+    overwrite: bool = False,
+    num_workers: int | None = None,
+):
+    """Builds (or finds already built) `dfew/<config>` under data_dir; returns the builder."""
+    import tensorflow_datasets as tfds
+
+    from tfds_dfew import dfew
+
+    manual_dir = os.path.abspath(os.path.expanduser(manual_dir))
+    release.check_root(manual_dir)  # a clear message before TFDS's own assertion
+    builder = dfew.Dfew(
+        data_dir=os.path.expanduser(data_dir),
+        config=config,
+        frame_source=frame_source,
+        skip_bad_clips=skip_bad_clips,
+        strict=strict,
+        num_workers=num_workers,
+    )
+    mode = tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite else None
+    download_config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
+    if mode is not None:
+        download_config.download_mode = mode
+    builder.download_and_prepare(download_config=download_config, file_format="array_record")
+    return builder
+
+
+def summary(builder) -> str:
+    """A plain-text table of clips per split and class, plus what was left out."""
+    info = builder.info
+    names = info.features["label"].names
+    lines = [f"dfew/{builder.builder_config.name} in {builder.data_dir}"]
+    header = f"{'split':<8}{'clips':>7}" + "".join(f"{n[:8]:>9}" for n in names)
+    lines += [header, "-" * len(header)]
+    stored = info.metadata.get("class_counts", {})
+    total = [0] * len(names)
+    for k in range(1, release.NUM_FOLDS + 1):
+        split = f"fold{k}"
+        counts = list(stored.get(split, [0] * len(names)))
+        total = [a + b for a, b in zip(total, counts)]
+        lines.append(f"{split:<8}{sum(counts):>7}" + "".join(f"{c:>9}" for c in counts))
+    lines.append(f"{'all':<8}{sum(total):>7}" + "".join(f"{c:>9}" for c in total))
+    missing = list(info.metadata.get("missing_clips", []))
+    skipped = list(info.metadata.get("skipped_clips", []))
+    if missing:
+        lines.append(f"left out, no frame folder: {len(missing)} (first: {', '.join(missing[:8])})")
+    if skipped:
+        lines.append(f"left out, unreadable frames: {len(skipped)} (first: {', '.join(skipped[:8])})")
+    if not missing and not skipped:
+        lines.append("no clip left out")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tfds_dfew.build", description=__doc__.splitlines()[0])
+    parser.add_argument("--manual_dir", required=True, help="unpacked DFEW release (holds EmoLabel_DataSplit/, Clip/)")
+    parser.add_argument("--data_dir", default="~/tensorflow_datasets", help="where TFDS datasets live")
+    parser.add_argument("--config", default="frames112", choices=CONFIG_NAMES, help="stored frame size")
+    parser.add_argument("--frame_source", default="auto", choices=("auto",) + release.FRAME_FOLDERS)
+    parser.add_argument("--skip_bad_clips", action="store_true", help="report and leave out unreadable clips")
+    parser.add_argument("--strict", action="store_true", help="fail on listed clips without a frame folder")
+    parser.add_argument("--overwrite", action="store_true", help="rebuild even if the dataset exists")
+    parser.add_argument("--num_workers", type=int, default=None, help="frame decode/encode threads")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    try:
+        builder = build(
+            args.manual_dir,
+            args.data_dir,
+            config=args.config,
+            frame_source=args.frame_source,
+            skip_bad_clips=args.skip_bad_clips,
+            strict=args.strict,
+            overwrite=args.overwrite,
+            num_workers=args.num_workers,
+        )
+    except release.ReleaseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summary(builder))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""The TFDS builder for DFEW: one record per single-labelled clip, splits fold1..fold5.
+
+Each stored split is one official test set; the training set of fold k is the other four
+(`fold_splits(k)`), so every clip is stored once. Frames are JPEG bytes encoded with Pillow and
+records are written as array_record: neither building nor reading needs TensorFlow.
+
+    python -m tfds_dfew.build --manual_dir ~/DFEW --data_dir ~/tensorflow_datasets
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import io
+import logging
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from tfds_dfew import release
+
+log = logging.getLogger(__name__)
+
+_DESCRIPTION = """\
+DFEW (Dynamic Facial Expression in-the-Wild): 16,372 movie clips, 11,697 of them with a single
+label among 7 basic emotions (happy, sad, neutral, angry, surprise, disgust, fear). Each record
+holds 16 face-aligned frames of one clip, its label, id, original frame count and test fold.
+Splits fold1..fold5 are the official five test sets; fold k's training set is the union of the
+other four.
+"""
+
+_CITATION = """\
+@inproceedings{jiang2020dfew,
+  title={DFEW: A Large-Scale Database for Recognizing Dynamic Facial Expressions in the Wild},
+  author={Jiang, Xingxun and Zong, Yuan and Zheng, Wenming and Tang, Chuangao and Xia, Wanchuang
+          and Lu, Cheng and Liu, Jiateng},
+  booktitle={ACM International Conference on Multimedia},
+  year={2020}
+}
+"""
+
+JPEG_QUALITY = 95
+
+
+@dataclasses.dataclass
+class DfewConfig(tfds.core.BuilderConfig):
+    """Stored frame size (pixels, square) of a build."""
+
+    frame_size: int = 112
+
+
+def _frame_config(size: int) -> DfewConfig:
+    return DfewConfig(
+        name=f"frames{size}",
+        description=f"16 face frames per clip at {size}x{size} px, JPEG-encoded.",
+        frame_size=size,
+    )
+
+
+def encode_jpeg(frame: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+    """uint8[H, W, 3] -> JPEG bytes (Pillow, 4:4:4 chroma so small faces keep their colour edges)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG", quality=quality, subsampling=0)
+    return buf.getvalue()
+
+
+class Dfew(tfds.core.GeneratorBasedBuilder):
+    """DFEW clips as 16 frames each, with labels and official folds."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Frames, label, clip id, original frame count, test fold."}
+    BUILDER_CONFIGS = [_frame_config(112), _frame_config(64), _frame_config(224)]
+    DEFAULT_CONFIG_NAME = "frames112"
+    MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+DFEW is licence-restricted and is never downloaded by this builder. Request it from the DFEW
+authors (https://dfew-dataset.github.io), unpack it, and pass the folder that contains
+`EmoLabel_DataSplit/` and `Clip/` (with `clip_224x224_16f/` and/or `clip_224x224/`) as the
+manual dir:
+
+    python -m tfds_dfew.build --manual_dir /path/to/DFEW --data_dir ~/tensorflow_datasets
+"""
+
+    def __init__(
+        self,
+        *,
+        frame_source: str = "auto",
+        skip_bad_clips: bool = False,
+        strict: bool = False,
+        num_workers: int | None = None,
+        **kwargs,
+    ):
+        """Extra options (besides TFDS's own):
+
+        Args:
+          frame_source: 'auto' (16-frame folder when a clip has one, else sample the
+            variable-length folder), 'clip_224x224_16f' or 'clip_224x224'.
+          skip_bad_clips: leave out (and report) clips whose frames cannot be read, instead of
+            stopping the build with an error naming the file.
+          strict: clips listed in a CSV without a frame folder stop the build instead of being
+            reported and left out (real DFEW has 362 such clips).
+          num_workers: threads that decode and encode frames (default: CPU count).
+        """
+        self._frame_source = frame_source
+        self._skip_bad_clips = skip_bad_clips
+        self._strict = strict
+        self._num_workers = num_workers or os.cpu_count() or 1
+        self.skipped: list[tuple[str, str]] = []  # (clip id, reason) of left-out clips
+        self.plan: release.ReleasePlan | None = None
+        super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        size = self.builder_config.frame_size
+        return self.dataset_info_from_configs(
+            description=_DESCRIPTION,
+            features=tfds.features.FeaturesDict(
+                {
+                    "frames": tfds.features.Sequence(
+                        tfds.features.Image(shape=(size, size, 3), encoding_format="jpeg"),
+                        length=release.NUM_FRAMES,
+                    ),
+                    "label": tfds.features.ClassLabel(names=list(release.CLASS_NAMES)),
+                    "clip_id": tfds.features.Text(),
+                    "num_frames": np.int32,
+                    "fold": np.int32,
+                }
+            ),
+            supervised_keys=("frames", "label"),
+            homepage="https://dfew-dataset.github.io",
+            citation=_CITATION,
+            metadata=tfds.core.MetadataDict(),
+        )
+
+    def _split_generators(self, dl_manager):
+        root = os.fspath(dl_manager.manual_dir)
+        plan = release.plan_release(root, frame_source=self._frame_source)
+        self.plan = plan
+        if plan.missing:
+            message = release.describe_missing(plan.missing)
+            if self._strict:
+                raise release.ReleaseError(
+                    f"{root}: {message}. Restore their folders under Clip/, or build without --strict to "
+                    "leave them out (real DFEW lacks 362 single-labelled clips with no detected face)."
+                )
+            log.warning("%s; they are left out of the dataset.", message)
+        self.info.metadata["missing_clips"] = [c.clip_id for c in plan.missing]
+        self.info.metadata["frame_source"] = self._frame_source
+        return {
+            f"fold{k}": self._generate_examples(plan.by_fold(k))
+            for k in range(1, release.NUM_FOLDS + 1)
+        }
+
+    def _encode_clip(self, entry: release.ClipEntry):
+        size = self.builder_config.frame_size
+        frames, _, num_frames = release.load_clip(entry, size)
+        return {
+            "frames": [encode_jpeg(f) for f in frames],
+            "label": entry.label,
+            "clip_id": entry.clip_id,
+            "num_frames": num_frames,
+            "fold": entry.fold,
+        }
+
+    def _generate_examples(self, entries):
+        def work(entry):
+            try:
+                return entry, self._encode_clip(entry), None
+            except release.ReleaseError as e:
+                if not self._skip_bad_clips:
+                    raise
+                return entry, None, str(e)
+
+        with concurrent.futures.ThreadPoolExecutor(self._num_workers) as pool:
+            for entry, example, error in pool.map(work, entries):
+                if example is None:
+                    log.warning("Leaving out clip %s: %s", entry.clip_id, error)
+                    self.skipped.append((entry.clip_id, error))
+                    self.info.metadata.setdefault("skipped_clips", []).append(entry.clip_id)
+                    continue
+                counts = self.info.metadata.setdefault("class_counts", {})
+                fold_counts = counts.setdefault(f"fold{entry.fold}", [0] * len(release.CLASS_NAMES))
+                fold_counts[entry.label] += 1
+                yield entry.clip_id, example
+
+
+def fold_splits(fold: int) -> tuple[str, str]:
+    """(train, test) split strings of fold 1..5, e.g. ('fold2+fold3+fold4+fold5', 'fold1')."""
+    return release.fold_splits(fold)
