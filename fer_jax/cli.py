@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 
 from absl import app, flags
@@ -38,19 +39,33 @@ def config_and_workdir(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if FLAGS.workdir is None:
         raise app.UsageError("--workdir is required")
+    if _CONFIG.value is None:
+        raise app.UsageError("--config is required, e.g. --config configs/demo.py")
     return _CONFIG.value, FLAGS.workdir
+
+
+def describe_config_error(error: BaseException) -> str:
+    """One line for an error raised while loading a config file or applying `--config.key=value`."""
+    text = str(error.args[0] if error.args else error).replace("\\n", "\n").replace("\\'", "'")
+    key = re.search(r"'([^'\n]+)'", text)
+    hint = re.search(r'Did you mean "([^"]+)"', text)
+    if isinstance(error, (KeyError, AttributeError)) and key:
+        tip = f" (did you mean {hint.group(1)!r}?)" if hint else ""
+        return (f"unknown config key {key.group(1)!r}{tip}; `--config.key=value` can only set keys that the "
+                "config file defines.")
+    return text.strip().splitlines()[0]
 
 
 def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", force=True)
-    for noisy in ("absl", "jax._src", "orbax", "tensorflow_datasets", "grain"):
+    for noisy in ("jax._src", "orbax", "tensorflow_datasets", "grain"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("absl").setLevel(logging.ERROR)
 
 
-def run(main, *, needs_workdir: bool = True) -> None:
+def run(main) -> None:
     """absl.app.run with distributed start-up and clean messages for user errors."""
-    del needs_workdir
 
     def wrapped(argv):
         setup_logging()
@@ -64,4 +79,11 @@ def run(main, *, needs_workdir: bool = True) -> None:
             sys.exit(2)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(wrapped)
+    try:
+        app.run(wrapped)
+    except (KeyError, AttributeError, ValueError, TypeError) as e:
+        if FLAGS.is_parsed():
+            raise
+        # Raised while loading --config or applying --config.key=value: a typo or a bad variant.
+        print(f"error: bad --config: {describe_config_error(e)}", file=sys.stderr)
+        sys.exit(2)

@@ -38,14 +38,20 @@ def open_source(config, split: str):
     import tfds_dfew.dfew  # noqa: F401  (registers the `dfew` builder)
 
     data_dir = os.path.expanduser(config.dataset.data_dir)
+    how = f"Build it first: python -m tfds_dfew.build --manual_dir <DFEW release> --data_dir {data_dir}"
+    try:
+        prepared = tfds.builder(config.dataset.name, data_dir=data_dir).is_prepared()
+    except Exception as e:  # unknown name or config
+        raise DatasetNotFoundError(
+            f"config.dataset.name={config.dataset.name!r} is not a known dataset ({str(e).splitlines()[0]})."
+        ) from None
+    if not prepared:
+        raise DatasetNotFoundError(f"dataset {config.dataset.name!r} is not built in {data_dir}. {how}")
     try:
         return tfds.data_source(config.dataset.name, split=split, data_dir=data_dir, download=False)
-    except Exception as e:  # TFDS raises several types (AssertionError, DatasetNotFoundError, ...)
+    except ValueError as e:  # e.g. an unknown split name
         raise DatasetNotFoundError(
-            f"dataset {config.dataset.name!r} (split {split!r}) is not available in {data_dir} "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Build it first: "
-            f"python -m tfds_dfew.build --manual_dir <DFEW release> --data_dir {data_dir}"
-        ) from None
+            f"dataset {config.dataset.name!r} in {data_dir} has no split {split!r} ({e}).") from None
 
 
 class Preprocessor:

@@ -313,4 +313,4 @@ def main(argv):
 if __name__ == "__main__":
     from fer_jax import cli
 
-    cli.run(main, needs_workdir=True)
+    cli.run(main)

@@ -155,6 +155,8 @@ manual dir:
     def _encode_clip(self, entry: release.ClipEntry):
         size = self.builder_config.frame_size
         frames, _, num_frames = release.load_clip(entry, size)
+        if entry.source != "clip_224x224":
+            num_frames = release.original_frame_count(entry, self.plan.root)
         return {
             "frames": [encode_jpeg(f) for f in frames],
             "label": entry.label,

@@ -305,6 +305,14 @@ def load_clip(entry: ClipEntry, size: int, num_frames: int = NUM_FRAMES):
     return np.stack(frames), idx, len(paths)
 
 
+def original_frame_count(entry: ClipEntry, root: str) -> int:
+    """Frames of the clip before 16-frame sampling: from clip_224x224/<id> when the release has it."""
+    variable = os.path.join(root, "Clip", "clip_224x224", entry.clip_id)
+    if entry.source != "clip_224x224" and os.path.isdir(variable):
+        return sum(n.lower().endswith(IMAGE_SUFFIXES) for n in os.listdir(variable))
+    return len(list_frames(entry.frame_dir, clip_id=entry.clip_id)) if entry.frame_dir else 0
+
+
 def fold_splits(fold: int) -> tuple[str, str]:
     """TFDS split strings (train, test) for fold 1..5: train = the other four stored test sets."""
     if fold not in range(1, NUM_FOLDS + 1):

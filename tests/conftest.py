@@ -1,0 +1,62 @@
+"""Shared fixtures: a small synthetic DFEW release and its built TFDS dataset (built once per session)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_CLIPS = 60
+TINY_FRAME_SIZE = 64
+
+
+@pytest.fixture(scope="session")
+def tiny_release(tmp_path_factory):
+    """A synthetic release tree: 60 labelled clips at 64 px (some missing, some short), with OpenPose."""
+    from tfds_dfew import synthetic
+
+    root = tmp_path_factory.mktemp("release") / "DFEW"
+    summary = synthetic.generate(root, TINY_CLIPS, seed=3, frame_size=TINY_FRAME_SIZE, max_frames=24, workers=1)
+    return str(root), summary
+
+
+@pytest.fixture(scope="session")
+def tiny_tfds(tiny_release, tmp_path_factory):
+    """`dfew/frames64` built from tiny_release; returns (data_dir, builder)."""
+    from tfds_dfew import build
+
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    builder = build.build(tiny_release[0], data_dir, config="frames64", num_workers=2)
+    return data_dir, builder
+
+
+def tiny_config(data_dir: str, **overrides):
+    """configs/demo.py:tiny pointed at a test dataset; `overrides` are dotted keys."""
+    sys.path.insert(0, ROOT)
+    from configs import demo
+
+    config = demo.get_config("tiny")
+    config.dataset.name = "dfew/frames64"
+    config.dataset.data_dir = data_dir
+    for key, value in overrides.items():
+        target = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+    return config
+
+
+def run_module(module: str, *args: str, env: dict | None = None, timeout: float = 300, check: bool = False):
+    """Runs `python -m module args...` from the repository root; returns CompletedProcess."""
+    full_env = dict(os.environ)
+    full_env.setdefault("JAX_PLATFORMS", "cpu")
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{module} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc

@@ -1,0 +1,145 @@
+"""The `dfew` TFDS builder on generated release trees: counts, frames, labels, bad input, no TF."""
+
+import os
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from tests.conftest import run_module
+from tfds_dfew import build, release
+from tfds_dfew.release import ReleaseError
+
+
+def test_no_tensorflow_needed():
+    assert "tensorflow" not in sys.modules or sys.modules["tensorflow"] is None
+
+
+def test_counts_folds_and_labels_match_the_csvs(tiny_release, tiny_tfds):
+    root, summary = tiny_release
+    data_dir, builder = tiny_tfds
+    plan = release.plan_release(root)
+    expected_ids = {k: sorted(c.clip_id for c in plan.by_fold(k)) for k in range(1, 6)}
+    labels = {c.clip_id: c.label for c in plan.clips}
+    seen = set()
+    for k in range(1, 6):
+        source = tfds.data_source("dfew/frames64", split=f"fold{k}", data_dir=data_dir, download=False)
+        ids = []
+        for i in range(len(source)):
+            r = source[i]
+            clip_id = r["clip_id"].decode()
+            ids.append(clip_id)
+            assert r["label"] == labels[clip_id] and r["fold"] == k
+            assert len(r["frames"]) == 16 and r["frames"][0].shape == (64, 64, 3)
+            assert r["num_frames"] == summary["num_frames"][clip_id]
+        assert sorted(ids) == expected_ids[k]
+        seen.update(ids)
+    # every labelled clip with frames stored exactly once; the ones without frames left out
+    assert len(seen) == len(plan.clips) and not seen & set(summary["missing_ids"])
+    assert builder.info.metadata["missing_clips"] == sorted(summary["missing_ids"])
+    # training split of fold 1 = the other four stored test sets
+    train, test = release.fold_splits(1)
+    assert len(tfds.data_source("dfew/frames64", split=train, data_dir=data_dir, download=False)) == \
+        len(plan.clips) - len(expected_ids[1])
+    # the closing summary carries the same numbers
+    text = build.summary(builder)
+    assert f"all     {len(plan.clips):>7}" in text and "no frame folder" in text
+
+
+def test_frames_match_the_release(tiny_release, tiny_tfds):
+    """Stored frames are the release's JPEGs (16f folder), within JPEG re-encoding error."""
+    root, _ = tiny_release
+    data_dir, _ = tiny_tfds
+    source = tfds.data_source("dfew/frames64", split="fold2", data_dir=data_dir, download=False)
+    record = source[0]
+    entry = next(c for c in release.plan_release(root).clips if c.clip_id == record["clip_id"].decode())
+    direct, _, _ = release.load_clip(entry, 64)
+    stored = np.stack(record["frames"]).astype(np.float32)
+    assert np.abs(stored - direct).mean() < 3.0
+
+
+def test_variable_length_source_agrees_with_16f(tiny_release, tmp_path):
+    """Sampling clip_224x224 to 16 frames picks the frames the 16f folder holds (synthetic release)."""
+    root, summary = tiny_release
+    plan16 = {c.clip_id: c for c in release.plan_release(root, frame_source="clip_224x224_16f").clips}
+    planv = {c.clip_id: c for c in release.plan_release(root, frame_source="clip_224x224").clips}
+    clip_id = sorted(summary["short_ids"])[0] if summary["short_ids"] else sorted(planv)[0]
+    a, idx, n = release.load_clip(planv[clip_id], 64)
+    b, _, _ = release.load_clip(plan16[clip_id], 64)
+    assert n == summary["num_frames"][clip_id] and len(idx) == 16
+    assert np.abs(a.astype(np.float32) - b).mean() < 3.0
+
+
+def _copy_release(tiny_release, tmp_path):
+    dst = tmp_path / "DFEW"
+    shutil.copytree(tiny_release[0], dst, ignore=shutil.ignore_patterns("OpenPose"))
+    return dst
+
+
+def _first_clip(root):
+    return release.plan_release(str(root)).clips[0]
+
+
+def test_corrupt_jpeg_names_file_and_clip(tiny_release, tmp_path):
+    root = _copy_release(tiny_release, tmp_path)
+    entry = _first_clip(root)
+    bad = release.list_frames(entry.frame_dir)[3]
+    with open(bad, "r+b") as f:  # truncate the JPEG half way
+        f.truncate(os.path.getsize(bad) // 3)
+    with pytest.raises(ReleaseError) as info:
+        build.build(str(root), str(tmp_path / "tfds"), config="frames64")
+    assert entry.clip_id in str(info.value) and os.path.basename(bad) in str(info.value)
+    # nothing is marked complete: no dataset_info.json in a finished version folder
+    assert not tfds.builder("dfew/frames64", data_dir=str(tmp_path / "tfds")).is_prepared()
+    # with --skip_bad_clips the clip is left out and reported
+    builder = build.build(str(root), str(tmp_path / "tfds"), config="frames64", skip_bad_clips=True)
+    assert builder.info.metadata["skipped_clips"] == [entry.clip_id]
+    assert "unreadable frames: 1" in build.summary(builder)
+
+
+def test_strict_fails_on_missing_clips(tiny_release, tmp_path):
+    with pytest.raises(ReleaseError, match="no frame folder"):
+        build.build(tiny_release[0], str(tmp_path / "tfds"), config="frames64", strict=True)
+
+
+def test_killed_build_is_not_complete_and_rebuilds(tiny_release, tmp_path, monkeypatch):
+    """An exception half way through leaves no prepared dataset; the rerun completes it."""
+    from tfds_dfew import dfew
+
+    calls = {"n": 0}
+    original = dfew.Dfew._encode_clip
+
+    def flaky(self, entry):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, entry)
+
+    monkeypatch.setattr(dfew.Dfew, "_encode_clip", flaky)
+    data_dir = str(tmp_path / "tfds")
+    with pytest.raises(KeyboardInterrupt):
+        build.build(tiny_release[0], data_dir, config="frames64", num_workers=1)
+    assert not tfds.builder("dfew/frames64", data_dir=data_dir).is_prepared()
+    monkeypatch.setattr(dfew.Dfew, "_encode_clip", original)
+    builder = build.build(tiny_release[0], data_dir, config="frames64", num_workers=1)
+    assert builder.is_prepared()
+
+
+def test_cli_reports_missing_manual_dir(tmp_path):
+    proc = run_module("tfds_dfew.build", "--manual_dir", str(tmp_path / "absent"), "--data_dir", str(tmp_path))
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    (tmp_path / "empty_release").mkdir()
+    (tmp_path / "empty_release" / "readme.txt").write_text("x")
+    proc = run_module("tfds_dfew.build", "--manual_dir", str(tmp_path / "empty_release"), "--data_dir",
+                      str(tmp_path))
+    assert proc.returncode == 2 and "EmoLabel_DataSplit" in proc.stderr
+
+
+def test_cli_builds_and_prints_summary(tiny_release, tmp_path):
+    proc = run_module("tfds_dfew.build", "--manual_dir", tiny_release[0], "--data_dir", str(tmp_path),
+                      "--config", "frames64", check=True)
+    assert "fold1" in proc.stdout and "left out, no frame folder" in proc.stdout
+    assert "tensorflow" not in proc.stderr.lower() or "no module named" not in proc.stderr.lower()
