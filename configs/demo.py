@@ -1,81 +1,32 @@
-"""The demo: a small fusion transformer trained end to end on synthetic DFEW-layout data, fold 1.
+"""The demo: fusion transformer on cached mini-Xception features of the synthetic data, fold 1.
 
+    make demo        # synthetic data -> build -> extract -> this config -> evaluate
     python -m fer_jax.train --config configs/demo.py --workdir runs/demo
-    python -m fer_jax.train --config configs/demo.py:tiny --workdir /tmp/t   # seconds, for tests
+
+Same model as configs/fusion.py:face, sized for the demo's 480 training clips.
 """
 
-import ml_collections
+import importlib.util
+import os
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-    c.num_classes = 7
+def _sibling(name):
+    spec = importlib.util.spec_from_file_location(f"fer_jax_configs_{name}",
+                                                  os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    c.dataset = ml_collections.ConfigDict()
-    c.dataset.name = "dfew/frames112"
+
+fusion = _sibling("fusion")
+
+
+def get_config(arg: str | None = None):
+    c = fusion.get_config(arg or "face")
     c.dataset.data_dir = "data/tfds"
-    c.dataset.fold = 1
-
-    # modality name -> where it comes from and how it becomes tokens
-    c.modalities = ml_collections.ConfigDict()
-    c.modalities.face = ml_collections.ConfigDict(
-        {"input": "frames", "tokenizer": "cnn", "channels": (24, 48, 96, 192)})
-
-    c.data = ml_collections.ConfigDict()
-    c.data.crop_size = 96
-    c.data.flip = True
-    c.data.read_threads = 2
-    c.data.prefetch = 4
-
-    c.model = ml_collections.ConfigDict()
-    c.model.width = 128
-    c.model.depth = 2
-    c.model.num_heads = 4
-    c.model.mlp_dim = 256
-    c.model.dropout = 0.1
-    c.model.attention_dropout = 0.0
-    c.model.head_dropout = 0.1
-    c.model.modality_dropout = 0.0
-    c.model.dtype = "float32"
-
-    c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "adamw"
-    c.optimizer.lr = 2e-3
-    c.optimizer.weight_decay = 0.05
-    c.optimizer.warmup_steps = 30
-    c.optimizer.grad_clip_norm = 1.0
-    c.optimizer.end_lr_factor = 0.01
-
-    c.loss = ml_collections.ConfigDict()
-    c.loss.label_smoothing = 0.1
-    c.loss.class_weights = ml_collections.FieldReference(None, field_type=list)
-
-    c.batch_size = 32
-    c.eval_batch_size = 64
-    c.num_train_steps = 300
+    c.num_train_steps = 600  # 40 epochs of 480 clips
+    c.optimizer.warmup_steps = 50
     c.log_every = 10
-    c.eval_every = 100
-    c.checkpoint_every = 100
-    c.keep_checkpoints = 2
-    c.skip_nonfinite_batches = False
-    c.progress_bar = True
-
-    if arg == "tiny":  # a few seconds: tests and smoke runs
-        c.modalities.face.channels = (8, 16)
-        c.data.crop_size = 32
-        c.model.width = 32
-        c.model.depth = 1
-        c.model.num_heads = 2
-        c.model.mlp_dim = 64
-        c.batch_size = 8
-        c.eval_batch_size = 8
-        c.num_train_steps = 6
-        c.log_every = 2
-        c.eval_every = 0
-        c.checkpoint_every = 3
-        c.optimizer.warmup_steps = 2
-        c.progress_bar = False
-    elif arg not in (None, ""):
-        raise ValueError(f"configs/demo.py: unknown variant {arg!r}; use 'tiny' or nothing.")
+    c.eval_every = 200
+    c.checkpoint_every = 200
     return c

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import grain
 import numpy as np
 
+from fer_jax.errors import ConfigError
 from tfds_dfew import release
 
 
@@ -32,26 +33,77 @@ def fold_split(config, part: str) -> str:
 
 
 def open_source(config, split: str):
-    """tfds.data_source for config.dataset.name and `split`, with a useful error when absent."""
+    """tfds.data_source for config.dataset.name and `split`, with a useful error when absent.
+
+    `dfew/<frames config>` is the frames dataset; `dfew_features/<setup>` a cached-features dataset
+    written by `python -m fer_jax.extract` (its generator setup must match config.modalities).
+    """
     import tensorflow_datasets as tfds
 
     import tfds_dfew.dfew  # noqa: F401  (registers the `dfew` builder)
+    from tfds_dfew import features as features_lib
 
+    name = config.dataset.name
     data_dir = os.path.expanduser(config.dataset.data_dir)
+    if name.startswith(features_lib.NAME + "/"):
+        builder = features_lib.open_builder(data_dir, name.split("/", 1)[1])
+        if builder is None:
+            raise DatasetNotFoundError(
+                f"cached features {name!r} are not in {data_dir}. Extract them first: python -m fer_jax.extract "
+                f"--config configs/extract.py:{name.split('/', 1)[1]}")
+        check_feature_setup(config, builder)
+        return _split_source(builder, split, name, data_dir)
     how = f"Build it first: python -m tfds_dfew.build --manual_dir <DFEW release> --data_dir {data_dir}"
     try:
-        prepared = tfds.builder(config.dataset.name, data_dir=data_dir).is_prepared()
+        builder = tfds.builder(name, data_dir=data_dir)
     except Exception as e:  # unknown name or config
-        raise DatasetNotFoundError(
-            f"config.dataset.name={config.dataset.name!r} is not a known dataset ({str(e).splitlines()[0]})."
-        ) from None
-    if not prepared:
-        raise DatasetNotFoundError(f"dataset {config.dataset.name!r} is not built in {data_dir}. {how}")
+        raise DatasetNotFoundError(f"config.dataset.name={name!r} is not a known dataset ({str(e).splitlines()[0]}).") from None
+    if not builder.is_prepared():
+        raise DatasetNotFoundError(f"dataset {name!r} is not built in {data_dir}. {how}")
+    return _split_source(builder, split, name, data_dir)
+
+
+def _split_source(builder, split, name, data_dir):
     try:
-        return tfds.data_source(config.dataset.name, split=split, data_dir=data_dir, download=False)
+        return builder.as_data_source(split=split)
     except ValueError as e:  # e.g. an unknown split name
-        raise DatasetNotFoundError(
-            f"dataset {config.dataset.name!r} in {data_dir} has no split {split!r} ({e}).") from None
+        raise DatasetNotFoundError(f"dataset {name!r} in {data_dir} has no split {split!r} ({e}).") from None
+
+
+class FeatureSetupError(ConfigError):
+    """Cached features were made by another generator setup than the config expects."""
+
+
+def check_feature_setup(config, builder) -> None:
+    """Refuses cached features whose keys, shapes or generators do not match config.modalities."""
+    setup = dict(builder.info.metadata.get("setup", {}) or {})
+    made = dict(setup.get("generators", {}))
+    available = sorted(k for k in builder.info.features.keys() if k not in ("label", "clip_id", "fold", "num_frames"))
+    for modality, spec in config.modalities.items():
+        key = spec.input
+        if key not in available:
+            raise FeatureSetupError(
+                f"modality {modality!r} reads feature {key!r}, but {config.dataset.name} holds {available}. "
+                f"Set config.modalities.{modality}.input to one of them, or extract {key!r}.")
+        expected = spec.get("generator", "")
+        actual = made.get(key, {}).get("generator")
+        if expected and actual != expected:
+            raise FeatureSetupError(
+                f"{config.dataset.name}: feature {key!r} was made by generator {actual!r}, but "
+                f"config.modalities.{modality}.generator is {expected!r}. Re-extract with "
+                f"configs/extract.py:{expected}, or fix the config.")
+        want_ckpt = spec.get("checkpoint", "")
+        got = str(made.get(key, {}).get("weights", ""))
+        if want_ckpt and got != f"checkpoint:{os.path.abspath(os.path.expanduser(want_ckpt))}":
+            raise FeatureSetupError(
+                f"{config.dataset.name}: feature {key!r} was made with weights {got!r}, but the config "
+                f"expects the fine-tuned generator of {want_ckpt!r}. Re-extract with "
+                f"--config.generators.{key}.checkpoint={want_ckpt}.")
+        shape = builder.info.features[key].shape
+        dim = made.get(key, {}).get("feature_dim")
+        if dim is not None and shape[-1] != dim:
+            raise FeatureSetupError(f"{config.dataset.name}: feature {key!r} has shape {shape}, its setup says "
+                                    f"{dim} features per frame; the dataset is damaged, re-extract it.")
 
 
 class Preprocessor:
@@ -71,7 +123,7 @@ class Preprocessor:
         h, w = x.shape[1:3]
         s = self.crop or h
         if s > min(h, w):
-            raise ValueError(f"config.data.crop_size={s} is larger than the stored frames ({h}x{w}).")
+            raise ConfigError(f"config.data.crop_size={s} is larger than the stored frames ({h}x{w}).")
         if self.train and rng is not None:
             top, left = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
         else:
@@ -85,7 +137,7 @@ class Preprocessor:
         out = {}
         for name, key in self.modalities.items():
             if key not in record:
-                raise KeyError(
+                raise ConfigError(
                     f"modality {name!r} reads dataset feature {key!r}, which this dataset lacks "
                     f"(it has {sorted(record)}). Fix config.modalities.{name}.input or the dataset."
                 )
@@ -105,7 +157,7 @@ def example_shapes(config) -> dict[str, tuple[int, ...]]:
 
 def _batch_size_per_process(global_batch: int, process_count: int) -> int:
     if global_batch % process_count:
-        raise ValueError(
+        raise ConfigError(
             f"config.batch_size={global_batch} is not divisible by the {process_count} processes; "
             "pick a multiple of the process count."
         )

@@ -14,6 +14,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from fer_jax.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -51,7 +53,7 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def check_batch_size(global_batch: int, mesh: Mesh, what: str = "config.batch_size") -> None:
     if global_batch % mesh.size:
-        raise ValueError(
+        raise ConfigError(
             f"{what}={global_batch} is not divisible by the {mesh.size} devices of the mesh; "
             f"use a multiple of {mesh.size}."
         )

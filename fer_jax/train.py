@@ -22,6 +22,7 @@ from flax import nnx
 
 from fer_jax import checkpoint as ckpt_lib
 from fer_jax import input_pipeline, losses, metrics, parallel, workdir as workdir_lib
+from fer_jax.errors import ConfigError
 from fer_jax.models import registry
 from tfds_dfew import release
 
@@ -57,10 +58,41 @@ def make_optimizer(config) -> optax.GradientTransformation:
         tx = optax.chain(optax.add_decayed_weights(o.weight_decay, mask=_decay_mask),
                          optax.sgd(schedule, momentum=o.get("momentum", 0.9), nesterov=o.get("nesterov", False)))
     else:
-        raise ValueError(f"config.optimizer.name={o.name!r}: expected 'adamw' or 'sgd'.")
+        raise ConfigError(f"config.optimizer.name={o.name!r}: expected 'adamw' or 'sgd'.")
+    multipliers = tuple(o.get("lr_multipliers", ()) or ())
+    if multipliers:
+        tx = _with_lr_multipliers(tx, multipliers)
     if o.get("grad_clip_norm"):
         tx = optax.chain(optax.clip_by_global_norm(o.grad_clip_norm), tx)
     return tx
+
+
+def param_path(path) -> str:
+    """'tokenizers/face/generator/network/conv1/kernel' for a jax key path."""
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+
+
+def _with_lr_multipliers(tx, multipliers):
+    """Scales updates of parameters whose path matches a regex (first match wins); 0 freezes them.
+
+    multipliers: ((regex, factor), ...), e.g. (("tokenizers/face/generator/.*", 0.1),).
+    """
+    import re
+
+    rules = [(re.compile(pattern), float(factor)) for pattern, factor in multipliers]
+    factors = sorted({f for _, f in rules} | {1.0})
+
+    def labels(params):
+        def label(path, _):
+            name = param_path(path)
+            return f"x{next((f for r, f in rules if r.fullmatch(name)), 1.0)}"
+
+        return jax.tree_util.tree_map_with_path(label, params)
+
+    def scaled(f):
+        return optax.set_to_zero() if f == 0 else optax.chain(tx, optax.scale(f)) if f != 1.0 else tx
+
+    return optax.multi_transform({f"x{f}": scaled(f) for f in factors}, labels)
 
 
 def _decay_mask(params):

@@ -34,11 +34,11 @@ def tiny_tfds(tiny_release, tmp_path_factory):
 
 
 def tiny_config(data_dir: str, **overrides):
-    """configs/demo.py:tiny pointed at a test dataset; `overrides` are dotted keys."""
+    """configs/frames.py:tiny pointed at a test dataset; `overrides` are dotted keys."""
     sys.path.insert(0, ROOT)
-    from configs import demo
+    from configs import frames
 
-    config = demo.get_config("tiny")
+    config = frames.get_config("tiny")
     config.dataset.name = "dfew/frames64"
     config.dataset.data_dir = data_dir
     for key, value in overrides.items():

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -39,7 +40,7 @@ def test_workdir_of_another_config_is_refused(tiny_tfds, tmp_path):
 
 
 def _train_cmd(data_dir, workdir, steps=24):
-    return [sys.executable, "-m", "fer_jax.train", "--config", "configs/demo.py:tiny", "--workdir", str(workdir),
+    return [sys.executable, "-m", "fer_jax.train", "--config", "configs/frames.py:tiny", "--workdir", str(workdir),
             f"--config.dataset.name=dfew/frames64", f"--config.dataset.data_dir={data_dir}",
             f"--config.num_train_steps={steps}", "--config.checkpoint_every=4", "--config.log_every=1"]
 
@@ -47,7 +48,13 @@ def _train_cmd(data_dir, workdir, steps=24):
 def _final_state(workdir):
     steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
     path = os.path.join(workdir, "checkpoints", str(steps[-1]), "state")
-    return steps[-1], ocp.PyTreeCheckpointer().restore(path)
+    checkpointer = ocp.PyTreeCheckpointer()
+    # restore onto this process's first device, whatever device count wrote the checkpoint
+    tree = checkpointer.metadata(path).item_metadata.tree
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    restore_args = jax.tree.map(lambda m: ocp.ArrayRestoreArgs(sharding=device), tree,
+                                is_leaf=lambda x: hasattr(x, "shape"))
+    return steps[-1], checkpointer.restore(path, restore_args=restore_args)
 
 
 def test_sigkill_then_rerun_resumes_and_matches_uninterrupted(tiny_tfds, tmp_path):
@@ -92,7 +99,7 @@ def _flatten(tree, prefix=""):
     elif isinstance(tree, (list, tuple)):
         for i, v in enumerate(tree):
             yield from _flatten(v, f"{prefix}/{i}")
-    else:
+    elif tree is not None:
         yield prefix, np.asarray(tree)
 
 
@@ -120,11 +127,11 @@ def test_evaluate_cli_writes_json_and_png(tiny_tfds, tmp_path):
      ("--config.model.widht=3", "unknown config key 'widht' (did you mean 'width'?)")],
 )
 def test_config_typo_gets_one_line(tmp_path, override, expected):
-    proc = run_module("fer_jax.train", "--config", "configs/demo.py:tiny", override, "--workdir", str(tmp_path))
+    proc = run_module("fer_jax.train", "--config", "configs/frames.py:tiny", override, "--workdir", str(tmp_path))
     assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_missing_dataset_says_how_to_build(tmp_path):
-    proc = run_module("fer_jax.train", "--config", "configs/demo.py:tiny", "--workdir", str(tmp_path / "run"),
+    proc = run_module("fer_jax.train", "--config", "configs/frames.py:tiny", "--workdir", str(tmp_path / "run"),
                       f"--config.dataset.data_dir={tmp_path / 'nothing'}")
     assert proc.returncode == 2 and "python -m tfds_dfew.build" in proc.stderr and "Traceback" not in proc.stderr

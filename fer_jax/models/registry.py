@@ -7,13 +7,16 @@ own options. Adding a tokenizer = one function here.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 
 import jax.numpy as jnp
 from flax import nnx
 
+from fer_jax.errors import ConfigError
+from fer_jax.models import generators
 from fer_jax.models.fusion import FusionTransformer
-from fer_jax.models.tokenizers import FeatureProjection, FrameCNN
+from fer_jax.models.tokenizers import FeatureProjection, FrameCNN, GeneratorTokenizer
 
 # name -> fn(spec, input_shape (per clip, e.g. (T, H, W, 3) or (T, F)), width, dtype, rngs) -> module
 TOKENIZERS: dict[str, Callable[..., nnx.Module]] = {}
@@ -37,13 +40,24 @@ def _linear(spec, input_shape, width, dtype, rngs):
     return FeatureProjection(int(input_shape[-1]), width, dtype=dtype, rngs=rngs)
 
 
+@register_tokenizer("generator")
+def _generator(spec, input_shape, width, dtype, rngs):
+    """A pretrained feature generator on raw frames, fine-tuned end to end (spec.generator, spec.weights)."""
+    name = spec.get("generator", "mini_xception_fer")
+    module = generators.get(name).build(rngs, None if dtype == jnp.float32 else dtype)
+    if spec.get("pretrained", True):
+        report = generators.get(name).load(module, spec.get("weights", "") or None)
+        logging.getLogger(__name__).info("generator %s: %s", name, str(report).splitlines()[0])
+    return GeneratorTokenizer(module, generators.get(name).feature_dim, width, dtype=dtype, rngs=rngs)
+
+
 def compute_dtype(name: str | None):
     """'float32' | 'bfloat16' | None -> a jnp dtype for activations (parameters stay float32)."""
     if name in (None, "", "float32"):
         return jnp.float32
     if name == "bfloat16":
         return jnp.bfloat16
-    raise ValueError(f"config.model.dtype={name!r}: expected 'float32' or 'bfloat16'.")
+    raise ConfigError(f"config.model.dtype={name!r}: expected 'float32' or 'bfloat16'.")
 
 
 def build_model(config, input_shapes: Mapping[str, tuple[int, ...]], *, seed: int = 0) -> FusionTransformer:
@@ -55,11 +69,11 @@ def build_model(config, input_shapes: Mapping[str, tuple[int, ...]], *, seed: in
     for name, spec in config.modalities.items():
         kind = spec.tokenizer
         if kind not in TOKENIZERS:
-            raise ValueError(
+            raise ConfigError(
                 f"config.modalities.{name}.tokenizer={kind!r} is unknown; choose one of {sorted(TOKENIZERS)}."
             )
         if name not in input_shapes:
-            raise ValueError(f"modality {name!r} has no input shape; the dataset does not provide it.")
+            raise ConfigError(f"modality {name!r} has no input shape; the dataset does not provide it.")
         tokenizers[name] = TOKENIZERS[kind](spec, tuple(input_shapes[name]), m.width, dtype, rngs)
     num_frames = max(int(input_shapes[name][0]) for name in tokenizers)
     return FusionTransformer(

@@ -2,6 +2,8 @@
 
 - `FrameCNN`: raw face frames uint8[B, T, H, W, 3] -> a small CNN per frame (trained end to end).
 - `FeatureProjection`: cached per-frame features float[B, T, F] -> LayerNorm + linear.
+- `GeneratorTokenizer`: a pretrained feature generator (fer_jax.models.generators) + projection,
+  for fine-tuning the generator end to end on frames.
 
 Every tokenizer has `__call__(x, *, train) -> float[B, T, D]`; the fusion model adds time and
 modality embeddings.
@@ -61,3 +63,17 @@ class FeatureProjection(nnx.Module):
     def __call__(self, features, *, train: bool):
         del train
         return self.proj(self.norm(features))
+
+
+class GeneratorTokenizer(nnx.Module):
+    """A feature generator on raw frames followed by a FeatureProjection: uint8[B, T, H, W, 3] -> float[B, T, D].
+
+    Used to fine-tune a pretrained generator end to end (its parameters live under `generator`).
+    """
+
+    def __init__(self, generator: nnx.Module, feature_dim: int, width: int, *, dtype=None, rngs: nnx.Rngs):
+        self.generator = generator
+        self.projection = FeatureProjection(feature_dim, width, dtype=dtype, rngs=rngs)
+
+    def __call__(self, frames, *, train: bool):
+        return self.projection(self.generator(frames, train=train), train=train)

@@ -1,0 +1,82 @@
+"""The fusion transformer on cached generator features (the fast path), one fold.
+
+    python -m fer_jax.train --config configs/fusion.py:face --workdir runs/face_f1
+    python -m fer_jax.train --config configs/fusion.py:face,fold=2 --workdir runs/face_f2
+    python -m fer_jax.train --config configs/fusion.py:face,generator=resnet18 --workdir runs/r18_f1
+
+The variant is a comma-separated list: a '+'-joined modality subset first (only `face` until more
+modalities exist), then optional key=value items: fold=1..5, generator=<name> (which cached
+features the face modality reads), features=<dfew_features setup name>.
+Extract the features first: python -m fer_jax.extract --config configs/extract.py:<generator>.
+"""
+
+import ml_collections
+
+
+def parse_variant(arg: str | None) -> tuple[list[str], dict[str, str]]:
+    items = [a for a in (arg or "face").split(",") if a]
+    modalities = items[0].split("+") if items and "=" not in items[0] else ["face"]
+    options = dict(a.split("=", 1) for a in items if "=" in a)
+    return modalities, options
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    modalities, options = parse_variant(arg)
+    known = {"fold", "generator", "features"}
+    if set(options) - known:
+        raise ValueError(f"configs/fusion.py: unknown variant option(s) {sorted(set(options) - known)}; "
+                         f"known: {sorted(known)}.")
+    generator = options.get("generator", "mini_xception_fer")
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.num_classes = 7
+
+    c.dataset = ml_collections.ConfigDict()
+    c.dataset.name = f"dfew_features/{options.get('features', generator)}"
+    c.dataset.data_dir = "~/tensorflow_datasets"
+    c.dataset.fold = int(options.get("fold", 1))
+
+    available = {
+        "face": {"input": f"face_{generator}", "tokenizer": "linear", "generator": generator, "checkpoint": ""},
+    }
+    unknown = [m for m in modalities if m not in available]
+    if unknown:
+        raise ValueError(f"configs/fusion.py: unknown modality {unknown}; available: {sorted(available)}.")
+    c.modalities = ml_collections.ConfigDict({m: available[m] for m in modalities})
+
+    c.data = ml_collections.ConfigDict({"crop_size": 0, "flip": False, "read_threads": 2, "prefetch": 8})
+
+    c.model = ml_collections.ConfigDict()
+    c.model.width = 128
+    c.model.depth = 2
+    c.model.num_heads = 4
+    c.model.mlp_dim = 256
+    c.model.dropout = 0.1
+    c.model.attention_dropout = 0.0
+    c.model.head_dropout = 0.1
+    c.model.modality_dropout = 0.0
+    c.model.dtype = "float32"
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "adamw"
+    c.optimizer.lr = 1e-3
+    c.optimizer.weight_decay = 0.05
+    c.optimizer.warmup_steps = 100
+    c.optimizer.grad_clip_norm = 1.0
+    c.optimizer.end_lr_factor = 0.01
+    c.optimizer.lr_multipliers = ()
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.label_smoothing = 0.1
+    c.loss.class_weights = ml_collections.FieldReference(None, field_type=list)
+
+    c.batch_size = 32
+    c.eval_batch_size = 64
+    c.num_train_steps = 3000  # ~10 epochs of a DFEW fold's 9,356 training clips
+    c.log_every = 50
+    c.eval_every = 1000
+    c.checkpoint_every = 500
+    c.keep_checkpoints = 2
+    c.skip_nonfinite_batches = False
+    c.progress_bar = True
+    return c
