@@ -1,5 +1,5 @@
 # One command each on a fresh machine:
-#   make demo   venv + install, synthetic DFEW-layout data, build, train fold 1, evaluate
+#   make demo   venv + install, synthetic DFEW-layout data, build, extract features, train fold 1, evaluate
 #   make test   venv + install (with test extras), the test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -32,6 +32,7 @@ demo: $(VENV)/.installed
 	@test -f $(DEMO_DATA)/.complete || $(PY) -m tfds_dfew.synthetic --out $(DEMO_DATA) --clips 600 --seed 0 --overwrite
 	@touch $(DEMO_DATA)/.complete
 	$(PY) -m tfds_dfew.build --manual_dir $(DEMO_DATA) --data_dir $(DEMO_TFDS)
+	$(PY) -m fer_jax.extract --config configs/extract.py:mini_xception_fer
 	$(PY) -m fer_jax.train --config configs/demo.py --workdir $(DEMO_RUN)
 	$(PY) -m fer_jax.evaluate --workdir $(DEMO_RUN)
 
