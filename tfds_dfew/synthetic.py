@@ -587,6 +587,7 @@ def openpose_frames(rng: np.random.Generator, face_keypoints: np.ndarray, meta: 
         face = face_keypoints[f].astype(np.float64).copy()
         face[:, :2] += jitter[f]
         face[dropped[f]] = 0.0
+        face[((face[:, :2] < 0) | (face[:, :2] > frame_size - 1)).any(1)] = 0.0  # outside the crop: not found
         center, scale, angle = meta["face_center"][f], meta["face_scale"][f], meta["face_angle"][f]
         body = _body_points(face_keypoints[f, :, :2], center, scale, angle, frame_size, rng,
                             (0.45, 0.9))
