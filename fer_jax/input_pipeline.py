@@ -7,7 +7,8 @@ with L = global batch / process count; `mask` is False on padding rows of evalua
 Training order: the training split is shuffled globally (a new permutation each epoch),
 augmented with a per-position random stream, then process p takes positions p, p+P, p+2P, ...
 So the global batch at a step holds the same clips whatever the number of processes, and the
-stream is a deterministic function of (seed, position): a Grain iterator state restores it.
+stream is a deterministic function of (seed, step): a resumed run starts the iterator at its
+checkpoint's step (`start_step`), also with a different number of processes or devices.
 """
 
 from __future__ import annotations
@@ -164,8 +165,8 @@ def _batch_size_per_process(global_batch: int, process_count: int) -> int:
     return global_batch // process_count
 
 
-def train_dataset(config, *, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
-    """Infinite, shuffled, augmented training batches of this process (a checkpointable IterDataset)."""
+def train_dataset(config, *, process_index: int = 0, process_count: int = 1, start_step: int = 0) -> grain.IterDataset:
+    """Infinite, shuffled, augmented training batches of this process, from batch `start_step` on."""
     source = open_source(config, fold_split(config, "train"))
     local = _batch_size_per_process(int(config.batch_size), process_count)
     ds = (
@@ -174,7 +175,7 @@ def train_dataset(config, *, process_index: int = 0, process_count: int = 1) -> 
         .repeat()
         .random_map(Preprocessor(config, train=True), seed=int(config.seed) + 1)
     )
-    ds = ds[process_index::process_count].batch(local, drop_remainder=True)
+    ds = ds[process_index::process_count].batch(local, drop_remainder=True)[int(start_step):]
     options = grain.ReadOptions(
         num_threads=int(config.data.get("read_threads", 4)), prefetch_buffer_size=int(config.data.get("prefetch", 8))
     )

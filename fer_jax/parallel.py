@@ -14,8 +14,6 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from fer_jax.errors import ConfigError
-
 log = logging.getLogger(__name__)
 
 
@@ -51,15 +49,29 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P("data"))
 
 
-def check_batch_size(global_batch: int, mesh: Mesh, what: str = "config.batch_size") -> None:
-    if global_batch % mesh.size:
-        raise ConfigError(
-            f"{what}={global_batch} is not divisible by the {mesh.size} devices of the mesh; "
-            f"use a multiple of {mesh.size}."
-        )
+def pad_rows(local_batch: dict, multiple: int) -> dict:
+    """Pads every array to a multiple of `multiple` rows by repeating row 0, with mask False there.
+
+    A batch that does not divide over the devices is padded instead of dropped or refused: the
+    loss, accuracy and confusion matrix ignore rows whose `mask` is False. (BatchNorm statistics
+    of a frames model do see the repeated row.)
+    """
+    n = len(local_batch["mask"])
+    target = -(-n // multiple) * multiple
+    if target == n:
+        return local_batch
+    out = {k: np.concatenate([np.asarray(v), np.repeat(np.asarray(v)[:1], target - n, axis=0)])
+           for k, v in local_batch.items()}
+    out["mask"][n:] = False
+    return out
 
 
 def global_batch(local_batch: dict, mesh: Mesh) -> dict:
-    """Process-local numpy batch -> dict of global jax.Arrays sharded along the batch axis."""
+    """Process-local numpy batch -> dict of global jax.Arrays sharded along the batch axis.
+
+    Rows are padded (mask False) to a multiple of this process's devices in the mesh.
+    """
     sharding = batch_sharding(mesh)
+    local_devices = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
+    local_batch = pad_rows(local_batch, local_devices)
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}

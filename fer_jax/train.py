@@ -179,7 +179,6 @@ def make_trainer(config, graphdef, tx, mesh) -> Trainer:
 def evaluate(config, trainer: Trainer, state, split: str | None = None, *, progress: bool = False) -> dict:
     """Confusion matrix and UAR/WAR of `state` over a whole split (every clip counted once)."""
     eval_batch = int(config.get("eval_batch_size", config.batch_size))
-    parallel.check_batch_size(eval_batch, trainer.mesh, "config.eval_batch_size")
     batches, num_batches = input_pipeline.eval_batches(
         config, split, process_index=jax.process_index(), process_count=jax.process_count(), batch_size=eval_batch)
     total = None
@@ -231,10 +230,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     # -- Mesh and input pipeline ------------------------------------------------------------------
     mesh = parallel.make_mesh()
-    parallel.check_batch_size(int(config.batch_size), mesh)
-    train_ds = input_pipeline.train_dataset(
-        config, process_index=jax.process_index(), process_count=jax.process_count())
-    train_iter = iter(train_ds)
     input_shapes = input_pipeline.example_shapes(config)
 
     # -- Model, optimizer, train state --------------------------------------------------------------
@@ -249,8 +244,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
     start = checkpoints.latest_step() or 0
     if start:
         abstract = ckpt_lib.abstract_like(state, parallel.replicated(mesh))
-        state, _ = checkpoints.restore(start, abstract, data_iterator=train_iter)
+        state, _ = checkpoints.restore(start, abstract)
         log.info("resumed from checkpoint at step %d in %s", start, checkpoints.directory)
+    # The data position is a function of the step: the iterator starts where the checkpoint is.
+    train_iter = iter(input_pipeline.train_dataset(
+        config, process_index=jax.process_index(), process_count=jax.process_count(), start_step=start))
     metrics_log = workdir_lib.MetricsLog(workdir, enabled=is_main, resume_step=start)
 
     total = int(config.num_train_steps)
@@ -265,8 +263,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
 
     def save(step):
-        checkpoints.save(step, state, data_iterator=train_iter,
-                         meta={"step": step, "config": workdir_lib.config_to_dict(config)})
+        checkpoints.save(step, state, meta={"step": step, "config": workdir_lib.config_to_dict(config)})
 
     def flush_train_metrics(step):
         """Fetches pending step stats (one host sync), checks them, logs their mean."""

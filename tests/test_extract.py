@@ -9,52 +9,12 @@ import tensorflow_datasets as tfds
 
 from fer_jax import extract, input_pipeline, train
 from fer_jax.models import generators
-from tests.conftest import ROOT, tiny_config
-
-
-def _extract_config(data_dir, out_dir, name="mini_xception_fer", **generator_overrides):
-    import sys
-
-    sys.path.insert(0, ROOT)
-    from configs import extract as extract_configs
-
-    c = extract_configs.get_config("mini_xception_fer")
-    c.source.name = "dfew/frames64"
-    c.source.data_dir = data_dir
-    c.output.data_dir = out_dir
-    c.output.name = name
-    c.batch_size = 8
-    for k, v in generator_overrides.items():
-        c.generators.face_mini_xception_fer[k] = v
-    return c
+from tests.conftest import extract_config as _extract_config, features_config as _features_config, tiny_config
 
 
 @pytest.fixture(scope="module")
-def cached(tiny_tfds, tmp_path_factory):
-    data_dir, _ = tiny_tfds
-    out = str(tmp_path_factory.mktemp("features"))
-    path = extract.extract(_extract_config(data_dir, out))
-    return data_dir, out, path
-
-
-def _features_config(out_dir, **overrides):
-    import sys
-
-    sys.path.insert(0, ROOT)
-    from configs import fusion
-
-    c = fusion.get_config("face")
-    c.dataset.data_dir = out_dir
-    c.batch_size, c.eval_batch_size, c.num_train_steps = 8, 8, 4
-    c.log_every, c.eval_every, c.checkpoint_every, c.progress_bar = 2, 0, 4, False
-    c.model.width, c.model.depth, c.model.mlp_dim = 32, 1, 64
-    for key, value in overrides.items():
-        target = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            target = target[p]
-        target[leaf] = value
-    return c
+def cached(tiny_features):
+    return tiny_features
 
 
 def test_cached_features_equal_direct_computation(cached):
