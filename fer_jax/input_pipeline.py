@@ -5,8 +5,9 @@ A batch is a dict of numpy arrays, per process (the trainer turns it into global
 with L = global batch / process count; `mask` is False on padding rows of evaluation batches.
 
 Training order: the training split is shuffled globally (a new permutation each epoch),
-augmented with a per-position random stream, then process p takes positions p, p+P, p+2P, ...
-So the global batch at a step holds the same clips whatever the number of processes, and the
+augmented with a per-position random stream, and cut into global batches of G consecutive
+positions; process p feeds rows [p*L, (p+1)*L) of each (L = G / P). So the global batch at a step
+holds the same clips in the same rows whatever the number of processes, and the
 stream is a deterministic function of (seed, step): a resumed run starts the iterator at its
 checkpoint's step (`start_step`), also with a different number of processes or devices.
 """
@@ -175,7 +176,9 @@ def train_dataset(config, *, process_index: int = 0, process_count: int = 1, sta
         .repeat()
         .random_map(Preprocessor(config, train=True), seed=int(config.seed) + 1)
     )
-    ds = ds[process_index::process_count].batch(local, drop_remainder=True)[int(start_step):]
+    # Chunks of `local` consecutive positions; global batch k = chunks kP..kP+P-1 in process order,
+    # so every process count sees the same global batches, row for row.
+    ds = ds.batch(local, drop_remainder=True)[process_index::process_count][int(start_step):]
     options = grain.ReadOptions(
         num_threads=int(config.data.get("read_threads", 4)), prefetch_buffer_size=int(config.data.get("prefetch", 8))
     )

@@ -1,0 +1,84 @@
+"""Multi-host: two processes on localhost (CPU collectives) train like one; checkpoints move between them."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import numpy as np
+
+from fer_jax import workdir as workdir_lib
+from tests.conftest import ROOT
+from tests.test_train import _final_state, _flatten
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(features_dir, workdir, processes: int, devices_each: int):
+    """Trains configs/fusion.py:face (tiny) with `processes` processes of `devices_each` CPU devices."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each}")
+    base = [sys.executable, "-m", "fer_jax.train", "--config", "configs/fusion.py:face", "--workdir", str(workdir),
+            "--config.dataset.name=dfew_features/mini_xception_fer", f"--config.dataset.data_dir={features_dir}",
+            "--config.batch_size=8", "--config.eval_batch_size=8", "--config.num_train_steps=6",
+            "--config.checkpoint_every=3", "--config.log_every=1", "--config.eval_every=0",
+            "--config.model.width=32", "--config.model.depth=1", "--config.model.mlp_dim=64",
+            "--config.progress_bar=False"]
+    port = _free_port()
+    procs = []
+    for i in range(processes):
+        flags = [] if processes == 1 else [f"--coordinator_address=127.0.0.1:{port}",
+                                           f"--num_processes={processes}", f"--process_id={i}"]
+        procs.append(subprocess.Popen(base + flags, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    return [err for _, err in outputs]
+
+
+def _losses(workdir):
+    return [m["loss"] for m in workdir_lib.read_metrics(str(workdir)) if m["split"] == "train"]
+
+
+def _assert_same_state(a_dir, b_dir):
+    step_a, a = _final_state(str(a_dir))
+    step_b, b = _final_state(str(b_dir))
+    assert step_a == step_b == 6
+    fa, fb = dict(_flatten(a)), dict(_flatten(b))
+    for key in fa:
+        if key.startswith("/params/"):
+            np.testing.assert_allclose(fa[key], fb[key], atol=5e-5, rtol=1e-4, err_msg=key)
+
+
+def _resume_from_step3(src, dst):
+    shutil.copytree(src, dst)
+    shutil.rmtree(os.path.join(dst, "checkpoints", "6"))
+
+
+def test_two_processes_match_one_and_checkpoints_move(tiny_features, tmp_path):
+    _, features_dir, _ = tiny_features
+    two, one = tmp_path / "two", tmp_path / "one"
+    errs = _run(features_dir, two, processes=2, devices_each=2)
+    assert "mesh {'data': 4}" in errs[0]
+    _run(features_dir, one, processes=1, devices_each=4)
+    # Same global batches, same devices in all: same losses; only process 0 wrote metrics.
+    np.testing.assert_allclose(_losses(two), _losses(one), rtol=2e-5)
+    assert len(_losses(two)) == 6
+    _assert_same_state(two, one)
+
+    # A checkpoint written by 2 processes resumes in 1, and the reverse.
+    _resume_from_step3(two, tmp_path / "two_then_one")
+    errs = _run(features_dir, tmp_path / "two_then_one", processes=1, devices_each=4)
+    assert "resumed from checkpoint at step 3" in errs[0]
+    _assert_same_state(two, tmp_path / "two_then_one")
+    np.testing.assert_allclose(_losses(tmp_path / "two_then_one"), _losses(two), rtol=2e-5)
+
+    _resume_from_step3(one, tmp_path / "one_then_two")
+    errs = _run(features_dir, tmp_path / "one_then_two", processes=2, devices_each=2)
+    assert "resumed from checkpoint at step 3" in errs[0]
+    _assert_same_state(one, tmp_path / "one_then_two")
