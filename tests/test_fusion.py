@@ -29,6 +29,15 @@ VARIANTS = [("concat", {}), ("early", {}), ("bottleneck", {}), ("bottleneck", {"
 IDS = ["concat", "early", "bottleneck", "bottleneck_from_1", "late"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def quick_compiles():
+    """The models here are tiny: skip XLA's slow optimisation passes while compiling them."""
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)
+
+
 def build(modalities=("a", "b"), fusion="concat", *, seed=0, dtype=None, **options):
     rngs = nnx.Rngs(params=seed, dropout=seed + 1)
     tokenizers = {m: FeatureProjection(FEATURES[m], WIDTH, dtype=dtype, rngs=rngs) for m in modalities}
@@ -76,24 +85,18 @@ def copy_into_single_modality(model, fusion, keep, **options):
 # ---------------------------------------------------------------- every mode builds, runs, trains
 
 
-@pytest.fixture(autouse=True, scope="module")
-def quick_compiles():
-    """The models here are tiny: skip XLA's slow optimisation passes while compiling them."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
-
-
 @pytest.mark.parametrize("fusion", FUSION_MODES)
 def test_training_reduces_loss(fusion):
     """Three modalities, dropout and modality dropout on, a jitted split/merge step as in training."""
     modalities = ("a", "b", "c")
-    model = build(modalities, fusion, modality_dropout=0.3)
-    x = make_inputs(B, modalities, seed=1)
-    labels = jnp.asarray(np.random.default_rng(2).integers(0, CLASSES, B))
+    model = build(modalities, fusion, modality_dropout=0.3, depth=1)  # one layer: a quicker compile
+    # Each class has a feature pattern per modality; the clips are that pattern plus noise.
+    rng = np.random.default_rng(1)
+    labels = rng.permutation(np.arange(B) % CLASSES)
+    x = {m: (rng.normal(size=(CLASSES, 1, FEATURES[m]))[labels] + 0.5 * rng.normal(size=(B, T, FEATURES[m])))
+         .astype(np.float32) for m in modalities}
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    tx = optax.adam(3e-3)
+    tx = optax.adam(1e-2)
     opt_state = tx.init(params)
 
     @jax.jit
@@ -113,7 +116,7 @@ def test_training_reduces_loss(fusion):
         losses.append(float(loss))
     assert logits.shape == (B, CLASSES) and logits.dtype == jnp.float32
     assert all(math.isfinite(v) for v in losses)
-    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3]), losses
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3]), losses
 
 
 # ---------------------------------------------------------------- masks

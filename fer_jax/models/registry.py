@@ -88,6 +88,9 @@ def build_model(config, input_shapes: Mapping[str, tuple[int, ...]], *, seed: in
         attention_dropout=m.get("attention_dropout", 0.0),
         head_dropout=m.get("head_dropout", 0.0),
         modality_dropout=m.get("modality_dropout", 0.0),
+        fusion=m.get("fusion", "concat"),
+        bottleneck_tokens=int(m.get("bottleneck_tokens", 4)),
+        fusion_layer=int(m.get("fusion_layer", 0)),
         dtype=None if dtype == jnp.float32 else dtype,
         rngs=rngs,
     )
