@@ -42,6 +42,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.attention_dropout = 0.0
     c.model.head_dropout = 0.1
     c.model.modality_dropout = 0.0
+    c.model.fusion = "concat"  # concat | early | bottleneck | late
+    c.model.bottleneck_tokens = 4  # bottleneck fusion: shared tokens per layer
+    c.model.fusion_layer = 0  # bottleneck fusion: first layer that exchanges tokens
     c.model.dtype = "float32"
 
     c.optimizer = ml_collections.ConfigDict()
