@@ -31,8 +31,8 @@ install-test: $(VENV)/.installed-test
 demo: $(VENV)/.installed
 	@test -f $(DEMO_DATA)/.complete || $(PY) -m tfds_dfew.synthetic --out $(DEMO_DATA) --clips 600 --seed 0 --overwrite
 	@touch $(DEMO_DATA)/.complete
-	$(PY) -m tfds_dfew.build --manual_dir $(DEMO_DATA) --data_dir $(DEMO_TFDS)
-	$(PY) -m fer_jax.extract --config configs/extract.py:mini_xception_fer
+	$(PY) -m tfds_dfew.build --manual_dir $(DEMO_DATA) --data_dir $(DEMO_TFDS) --config frames112_pose
+	$(PY) -m fer_jax.extract --config configs/extract.py:mini_xception_fer,source=frames112_pose
 	$(PY) -m fer_jax.train --config configs/demo.py --workdir $(DEMO_RUN)
 	$(PY) -m fer_jax.evaluate --workdir $(DEMO_RUN)
 

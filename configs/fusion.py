@@ -4,8 +4,8 @@
     python -m fer_jax.train --config configs/fusion.py:face,fold=2 --workdir runs/face_f2
     python -m fer_jax.train --config configs/fusion.py:face,generator=resnet18 --workdir runs/r18_f1
 
-The variant is a comma-separated list: a '+'-joined modality subset first (only `face` until more
-modalities exist), then optional key=value items: fold=1..5, generator=<name> (which cached
+The variant is a comma-separated list: a '+'-joined modality subset first (`face`, `pose`,
+`face+pose`), then optional key=value items: fold=1..5, generator=<name> (which cached
 features the face modality reads), features=<dfew_features setup name>.
 Extract the features first: python -m fer_jax.extract --config configs/extract.py:<generator>.
 """
@@ -38,13 +38,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     available = {
         "face": {"input": f"face_{generator}", "tokenizer": "linear", "generator": generator, "checkpoint": ""},
+        # OpenPose keypoints carried in the features dataset (extract from a dfew/*_pose build)
+        "pose": {"input": "keypoints", "tokenizer": "mlp", "generator": "", "checkpoint": ""},
     }
     unknown = [m for m in modalities if m not in available]
     if unknown:
         raise ValueError(f"configs/fusion.py: unknown modality {unknown}; available: {sorted(available)}.")
     c.modalities = ml_collections.ConfigDict({m: available[m] for m in modalities})
 
-    c.data = ml_collections.ConfigDict({"crop_size": 0, "flip": False, "read_threads": 2, "prefetch": 8})
+    c.data = ml_collections.ConfigDict({"crop_size": 0, "flip": False, "read_threads": 2, "prefetch": 8,
+                                        "keypoint_min_confidence": 0.05})
 
     c.model = ml_collections.ConfigDict()
     c.model.width = 128

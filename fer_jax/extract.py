@@ -102,6 +102,10 @@ def extract(config) -> str:
 
     num_frames = 16
     shapes = {k: (num_frames, spec["feature_dim"]) for k, (_, spec) in gens.items()}
+    source_features = tfds.builder(config.source.name, data_dir=source_dir).info.features
+    for key in features_lib.PASSED_THROUGH:  # e.g. OpenPose keypoints travel with the features
+        if key in source_features:
+            shapes[key] = tuple(source_features[key].shape)
     setup = {"source": config.source.name, "generators": {k: spec for k, (_, spec) in gens.items()}}
     batch = int(config.batch_size)
 

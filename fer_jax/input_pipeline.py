@@ -1,8 +1,9 @@
 """Grain input pipelines over `tfds.data_source`: training stream and padded evaluation batches.
 
 A batch is a dict of numpy arrays, per process (the trainer turns it into global arrays):
-  {<modality>: array[L, T, ...], 'label': int32[L], 'mask': bool[L]}
-with L = global batch / process count; `mask` is False on padding rows of evaluation batches.
+  {<modality>: array[L, T, ...], 'label': int32[L], 'mask': bool[L], 'mask/<modality>': bool[L, T]}
+with L = global batch / process count; `mask` is False on padding rows; `mask/<modality>` (for
+keypoints) is False on frames where OpenPose found nobody.
 
 Training order: the training split is shuffled globally (a new permutation each epoch),
 augmented with a per-position random stream, and cut into global batches of G consecutive
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 import grain
 import numpy as np
 
+from fer_jax.data import keypoints
 from fer_jax.errors import ConfigError
 from tfds_dfew import release
 
@@ -119,6 +121,7 @@ class Preprocessor:
         self.crop = int(config.data.get("crop_size", 0) or 0)
         self.flip = bool(config.data.get("flip", True)) and train
         self.train = train
+        self.min_confidence = float(config.data.get("keypoint_min_confidence", 0.05))
 
     def _frames(self, frames, rng: np.random.Generator | None):
         x = np.stack(frames) if isinstance(frames, list) else np.asarray(frames)
@@ -144,7 +147,14 @@ class Preprocessor:
                     f"(it has {sorted(record)}). Fix config.modalities.{name}.input or the dataset."
                 )
             value = record[key]
-            out[name] = self._frames(value, rng) if key == "frames" else np.asarray(value, np.float32)
+            if key == "frames":
+                out[name] = self._frames(value, rng)
+            elif key == "keypoints":  # OpenPose points -> normalised per-frame vectors + frame mask
+                points = np.asarray(value, np.float32)
+                out[name] = keypoints.keypoint_features(points, min_confidence=self.min_confidence)
+                out[f"mask/{name}"] = (points[..., 2] >= self.min_confidence).any(axis=-1)
+            else:
+                out[name] = np.asarray(value, np.float32)
         out["label"] = np.int32(record["label"])
         out["mask"] = np.bool_(True)
         return out

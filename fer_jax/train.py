@@ -136,10 +136,11 @@ def make_trainer(config, graphdef, tx, mesh) -> Trainer:
 
     def train_step(state, batch, key):
         inputs = {m: batch[m] for m in modalities}
+        masks = {m: batch[f"mask/{m}"] for m in modalities if f"mask/{m}" in batch}
 
         def loss_fn(params, model_state):
             model = nnx.merge(graphdef, params, model_state, copy=True)
-            logits = model(inputs, train=True, rngs=nnx.Rngs(dropout=key))
+            logits = model(inputs, masks, train=True, rngs=nnx.Rngs(dropout=key))
             loss = losses.cross_entropy(logits, batch["label"], num_classes=num_classes,
                                         label_smoothing=smoothing, class_weights=class_weights,
                                         mask=batch["mask"])
@@ -162,7 +163,8 @@ def make_trainer(config, graphdef, tx, mesh) -> Trainer:
 
     def eval_step(state, batch):
         model = nnx.merge(graphdef, state["params"], state["model_state"])
-        logits = model({m: batch[m] for m in modalities}, train=False)
+        masks = {m: batch[f"mask/{m}"] for m in modalities if f"mask/{m}" in batch}
+        logits = model({m: batch[m] for m in modalities}, masks, train=False)
         return metrics.confusion_matrix_jax(batch["label"], logits, batch["mask"], num_classes)
 
     repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)

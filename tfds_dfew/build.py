@@ -14,7 +14,7 @@ import sys
 
 from tfds_dfew import release
 
-CONFIG_NAMES = ("frames112", "frames64", "frames224")
+CONFIG_NAMES = ("frames112", "frames64", "frames224", "frames112_pose", "frames64_pose", "frames224_pose")
 
 
 def build(
@@ -27,6 +27,7 @@ def build(
     strict: bool = False,
     overwrite: bool = False,
     num_workers: int | None = None,
+    openpose_dir: str | None = None,
 ):
     """Builds (or finds already built) `dfew/<config>` under data_dir; returns the builder."""
     import tensorflow_datasets as tfds
@@ -42,6 +43,7 @@ def build(
         skip_bad_clips=skip_bad_clips,
         strict=strict,
         num_workers=num_workers,
+        openpose_dir=os.path.expanduser(openpose_dir) if openpose_dir else None,
     )
     mode = tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite else None
     download_config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
@@ -72,6 +74,9 @@ def summary(builder) -> str:
         lines.append(f"left out, no frame folder: {len(missing)} (first: {', '.join(missing[:8])})")
     if skipped:
         lines.append(f"left out, unreadable frames: {len(skipped)} (first: {', '.join(skipped[:8])})")
+    no_pose = list(info.metadata.get("clips_without_openpose", []))
+    if no_pose:
+        lines.append(f"no OpenPose output (keypoints all missing): {len(no_pose)} (first: {', '.join(no_pose[:8])})")
     if not missing and not skipped:
         lines.append("no clip left out")
     return "\n".join(lines)
@@ -87,6 +92,8 @@ def main(argv=None) -> int:
     parser.add_argument("--strict", action="store_true", help="fail on listed clips without a frame folder")
     parser.add_argument("--overwrite", action="store_true", help="rebuild even if the dataset exists")
     parser.add_argument("--num_workers", type=int, default=None, help="frame decode/encode threads")
+    parser.add_argument("--openpose_dir", default=None,
+                        help="OpenPose JSON, one folder per clip id (_pose configs; default <manual_dir>/OpenPose)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)
@@ -100,6 +107,7 @@ def main(argv=None) -> int:
             strict=args.strict,
             overwrite=args.overwrite,
             num_workers=args.num_workers,
+            openpose_dir=args.openpose_dir,
         )
     except release.ReleaseError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -45,16 +45,19 @@ JPEG_QUALITY = 95
 
 @dataclasses.dataclass
 class DfewConfig(tfds.core.BuilderConfig):
-    """Stored frame size (pixels, square) of a build."""
+    """Stored frame size (pixels, square) of a build, and whether OpenPose keypoints are stored."""
 
     frame_size: int = 112
+    pose: bool = False
 
 
-def _frame_config(size: int) -> DfewConfig:
+def _frame_config(size: int, pose: bool = False) -> DfewConfig:
     return DfewConfig(
-        name=f"frames{size}",
-        description=f"16 face frames per clip at {size}x{size} px, JPEG-encoded.",
+        name=f"frames{size}" + ("_pose" if pose else ""),
+        description=f"16 face frames per clip at {size}x{size} px, JPEG-encoded"
+        + (", with OpenPose keypoints float32[16, 137, 3] of the same frames." if pose else "."),
         frame_size=size,
+        pose=pose,
     )
 
 
@@ -72,7 +75,7 @@ class Dfew(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Frames, label, clip id, original frame count, test fold."}
-    BUILDER_CONFIGS = [_frame_config(112), _frame_config(64), _frame_config(224)]
+    BUILDER_CONFIGS = [_frame_config(s, pose) for pose in (False, True) for s in (112, 64, 224)]
     DEFAULT_CONFIG_NAME = "frames112"
     MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 DFEW is licence-restricted and is never downloaded by this builder. Request it from the DFEW
@@ -90,6 +93,7 @@ manual dir:
         skip_bad_clips: bool = False,
         strict: bool = False,
         num_workers: int | None = None,
+        openpose_dir: str | None = None,
         **kwargs,
     ):
         """Extra options (besides TFDS's own):
@@ -102,7 +106,12 @@ manual dir:
           strict: clips listed in a CSV without a frame folder stop the build instead of being
             reported and left out (real DFEW has 362 such clips).
           num_workers: threads that decode and encode frames (default: CPU count).
+          openpose_dir: OpenPose output, one folder of `*_keypoints.json` per clip id (`_pose`
+            configs only; default `<manual_dir>/OpenPose`). Keypoints are read for the same 16
+            frames as the images; a clip without a folder gets all-missing keypoints (reported).
         """
+        self._openpose_dir = openpose_dir
+        self.no_pose: list[str] = []  # clips without OpenPose output
         self._frame_source = frame_source
         self._skip_bad_clips = skip_bad_clips
         self._strict = strict
@@ -125,6 +134,9 @@ manual dir:
                     "clip_id": tfds.features.Text(),
                     "num_frames": np.int32,
                     "fold": np.int32,
+                    **({"keypoints": tfds.features.Tensor(
+                        shape=(release.NUM_FRAMES, 137, 3), dtype=np.float32, encoding=tfds.features.Encoding.ZLIB)}
+                       if self.builder_config.pose else {}),
                 }
             ),
             supervised_keys=("frames", "label"),
@@ -145,6 +157,12 @@ manual dir:
                     "leave them out (real DFEW lacks 362 single-labelled clips with no detected face)."
                 )
             log.warning("%s; they are left out of the dataset.", message)
+        if self.builder_config.pose:
+            self._openpose_dir = self._openpose_dir or os.path.join(root, "OpenPose")
+            if not os.path.isdir(self._openpose_dir):
+                raise release.ReleaseError(
+                    f"{self._openpose_dir}: no OpenPose output folder. Run OpenPose over the clips (one folder of "
+                    "*_keypoints.json per clip id) and pass it as --openpose_dir, or build a config without _pose.")
         self.info.metadata["missing_clips"] = [c.clip_id for c in plan.missing]
         self.info.metadata["frame_source"] = self._frame_source
         return {
@@ -157,13 +175,33 @@ manual dir:
         frames, _, num_frames = release.load_clip(entry, size)
         if entry.source != "clip_224x224":
             num_frames = release.original_frame_count(entry, self.plan.root)
-        return {
+        example = {
             "frames": [encode_jpeg(f) for f in frames],
             "label": entry.label,
             "clip_id": entry.clip_id,
             "num_frames": num_frames,
             "fold": entry.fold,
         }
+        if self.builder_config.pose:
+            example["keypoints"] = self._keypoints(entry, num_frames)
+        return example
+
+    def _keypoints(self, entry: release.ClipEntry, num_frames: int) -> np.ndarray:
+        """OpenPose points float32[16, 137, 3] for the frames the images were sampled from."""
+        from tfds_dfew import openpose
+
+        folder = os.path.join(self._openpose_dir, entry.clip_id)
+        if not os.path.isdir(folder):
+            self.no_pose.append(entry.clip_id)
+            return np.zeros((release.NUM_FRAMES, openpose.NUM_KEYPOINTS, 3), np.float32)
+        frames = openpose.list_frames(folder)
+        length = max(num_frames, len(frames)) if frames else num_frames
+        first = frames[0][0] if frames else 0  # 0-based (OpenPose on a video) or 1-based (on images)
+        try:
+            clip = openpose.read_clip(folder, frame_indices=release.sample_indices(length), first_frame=min(first, 1))
+        except openpose.OpenPoseError as e:
+            raise release.ReleaseError(f"clip {entry.clip_id}: {e}") from None
+        return clip.points
 
     def _generate_examples(self, entries):
         def work(entry):
@@ -181,6 +219,8 @@ manual dir:
                     self.skipped.append((entry.clip_id, error))
                     self.info.metadata.setdefault("skipped_clips", []).append(entry.clip_id)
                     continue
+                if self.no_pose:
+                    self.info.metadata["clips_without_openpose"] = sorted(set(self.no_pose))
                 counts = self.info.metadata.setdefault("class_counts", {})
                 fold_counts = counts.setdefault(f"fold{entry.fold}", [0] * len(release.CLASS_NAMES))
                 fold_counts[entry.label] += 1

@@ -19,6 +19,7 @@ import tensorflow_datasets as tfds
 from tfds_dfew import release
 
 NAME = "dfew_features"
+PASSED_THROUGH = ("keypoints",)  # copied from the source dataset when it has them
 
 
 @dataclasses.dataclass
@@ -77,7 +78,8 @@ class DfewFeatures(tfds.core.GeneratorBasedBuilder):
             outputs = self._compute(frames)
             for i, r in enumerate(records):
                 clip_id = r["clip_id"].decode() if isinstance(r["clip_id"], bytes) else r["clip_id"]
-                example = {key: np.asarray(outputs[key][i], np.float32) for key in self.builder_config.feature_shapes}
+                example = {key: np.asarray(r[key] if key in PASSED_THROUGH else outputs[key][i], np.float32)
+                           for key in self.builder_config.feature_shapes}
                 example.update(label=int(r["label"]), clip_id=clip_id, fold=int(r["fold"]),
                                num_frames=int(r["num_frames"]))
                 yield clip_id, example

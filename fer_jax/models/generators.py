@@ -106,6 +106,9 @@ def create(name: str, *, weights: str | None = None, pretrained: bool = True, se
            dtype=None) -> tuple[FrameGenerator, object]:
     """A generator module, with pretrained weights unless pretrained=False; returns (module, report)."""
     spec = get(name)
+    if pretrained and name == "mini_xception_fer":  # load into shapes only: nothing to initialise first
+        path = weights or mini_xception.default_weights_path()
+        return FrameGenerator(name, mini_xception.load_pretrained(path)), f"{name}: all layers from {path}"
     module = spec.build(nnx.Rngs(seed), dtype)
     report = spec.load(module, weights) if pretrained else "random initialisation (pretrained=False)"
     return module, report

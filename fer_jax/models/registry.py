@@ -16,7 +16,7 @@ from flax import nnx
 from fer_jax.errors import ConfigError
 from fer_jax.models import generators
 from fer_jax.models.fusion import FusionTransformer
-from fer_jax.models.tokenizers import FeatureProjection, FrameCNN, GeneratorTokenizer
+from fer_jax.models.tokenizers import FeatureProjection, FrameCNN, GeneratorTokenizer, KeypointEncoder
 
 # name -> fn(spec, input_shape (per clip, e.g. (T, H, W, 3) or (T, F)), width, dtype, rngs) -> module
 TOKENIZERS: dict[str, Callable[..., nnx.Module]] = {}
@@ -49,6 +49,13 @@ def _generator(spec, input_shape, width, dtype, rngs):
         report = generators.get(name).load(module, spec.get("weights", "") or None)
         logging.getLogger(__name__).info("generator %s: %s", name, str(report).splitlines()[0])
     return GeneratorTokenizer(module, generators.get(name).feature_dim, width, dtype=dtype, rngs=rngs)
+
+
+@register_tokenizer("mlp")
+def _mlp(spec, input_shape, width, dtype, rngs):
+    """Per-frame vectors (e.g. normalised keypoints, float[B, T, 411]) -> LayerNorm, 2-layer GELU MLP."""
+    return KeypointEncoder(int(input_shape[-1]), width, hidden=int(spec.get("hidden", width)), dtype=dtype,
+                           rngs=rngs)
 
 
 def compute_dtype(name: str | None):

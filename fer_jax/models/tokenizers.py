@@ -2,6 +2,7 @@
 
 - `FrameCNN`: raw face frames uint8[B, T, H, W, 3] -> a small CNN per frame (trained end to end).
 - `FeatureProjection`: cached per-frame features float[B, T, F] -> LayerNorm + linear.
+- `KeypointEncoder`: normalised OpenPose keypoints float[B, T, 411] -> a 2-layer MLP.
 - `GeneratorTokenizer`: a pretrained feature generator (fer_jax.models.generators) + projection,
   for fine-tuning the generator end to end on frames.
 
@@ -77,3 +78,20 @@ class GeneratorTokenizer(nnx.Module):
 
     def __call__(self, frames, *, train: bool):
         return self.projection(self.generator(frames, train=train), train=train)
+
+
+class KeypointEncoder(nnx.Module):
+    """Per-frame keypoint vectors float[B, T, F] -> LayerNorm -> Linear -> GELU -> Linear -> float[B, T, D].
+
+    F is 411 for normalised OpenPose points (137 points x (x, y, confidence), see
+    fer_jax.data.keypoints.keypoint_features); missing points are zeros with confidence 0.
+    """
+
+    def __init__(self, in_features: int, width: int, *, hidden: int, dtype=None, rngs: nnx.Rngs):
+        self.norm = nnx.LayerNorm(in_features, dtype=dtype, rngs=rngs)
+        self.fc1 = nnx.Linear(in_features, hidden, dtype=dtype, rngs=rngs)
+        self.fc2 = nnx.Linear(hidden, width, dtype=dtype, rngs=rngs)
+
+    def __call__(self, features, *, train: bool):
+        del train
+        return self.fc2(jax.nn.gelu(self.fc1(self.norm(features))))
