@@ -80,11 +80,17 @@ def run(main) -> None:
             sys.exit(2)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        app.run(wrapped)
+    try:  # parse once up front: errors in --config or --config.key=value become one line
+        remaining = FLAGS(sys.argv)
+    except flags.Error as e:
+        text = str(e)
+        if "Error whilst parsing config file" in text:  # the config file's own error, last line of its traceback
+            lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("Pass --")]
+            print(f"error: bad --config: {lines[-1]}", file=sys.stderr)
+            sys.exit(2)
+        print(f"error: {text}", file=sys.stderr)
+        sys.exit(2)
     except (KeyError, AttributeError, ValueError, TypeError) as e:
-        if FLAGS.is_parsed():
-            raise
-        # Raised while loading --config or applying --config.key=value: a typo or a bad variant.
         print(f"error: bad --config: {describe_config_error(e)}", file=sys.stderr)
         sys.exit(2)
+    app.run(wrapped, flags_parser=lambda argv: remaining)
