@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -42,7 +43,8 @@ def test_workdir_of_another_config_is_refused(tiny_tfds, tmp_path):
 def _train_cmd(data_dir, workdir, steps=24):
     return [sys.executable, "-m", "fer_jax.train", "--config", "configs/frames.py:tiny", "--workdir", str(workdir),
             f"--config.dataset.name=dfew/frames64", f"--config.dataset.data_dir={data_dir}",
-            f"--config.num_train_steps={steps}", "--config.checkpoint_every=4", "--config.log_every=1"]
+            f"--config.num_train_steps={steps}", "--config.checkpoint_every=4", "--config.log_every=1",
+            "--config.eval_every=4"]
 
 
 def _final_state(workdir):
@@ -57,24 +59,24 @@ def _final_state(workdir):
     return steps[-1], checkpointer.restore(path, restore_args=restore_args)
 
 
-def test_sigkill_then_rerun_resumes_and_matches_uninterrupted(tiny_tfds, tmp_path):
+def test_random_sigkills_then_rerun_match_uninterrupted(tiny_tfds, tmp_path):
+    """SIGKILL at random moments (start-up, mid-step, mid-save, mid-evaluation), three times; the
+    rerun of the same command ends bitwise where an uninterrupted run ends."""
     data_dir, _ = tiny_tfds
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     straight = tmp_path / "straight"
     subprocess.run(_train_cmd(data_dir, straight), cwd=ROOT, env=env, check=True, capture_output=True)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(data_dir, killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not (killed / "checkpoints" / "8").exists():  # a finished checkpoint; the run is mid-way
-        assert proc.poll() is None and time.time() < deadline, "run ended before it could be killed"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    rng = random.Random(1234)
+    for round_ in range(3):
+        proc = subprocess.Popen(_train_cmd(data_dir, killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(4.0, 9.0) + 2.0 * round_)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     rerun = subprocess.run(_train_cmd(data_dir, killed), cwd=ROOT, env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert "resumed from checkpoint at step" in rerun.stderr
 
     step_a, state_a = _final_state(straight)
     step_b, state_b = _final_state(killed)
@@ -84,12 +86,46 @@ def test_sigkill_then_rerun_resumes_and_matches_uninterrupted(tiny_tfds, tmp_pat
     assert flat_a.keys() == flat_b.keys()
     for key in flat_a:  # bitwise equal on CPU
         np.testing.assert_array_equal(flat_a[key], flat_b[key], err_msg=key)
-    # the metrics log has one line per step, no duplicates from the killed attempt
+    # the metrics log has one line per step, no duplicates from the killed attempts
     logged = [m["step"] for m in workdir_lib.read_metrics(str(killed)) if m["split"] == "train"]
     assert logged == sorted(set(logged)) and logged[-1] == 24
     losses_a = [m["loss"] for m in workdir_lib.read_metrics(str(straight)) if m["split"] == "train"]
     losses_b = [m["loss"] for m in workdir_lib.read_metrics(str(killed)) if m["split"] == "train"]
     assert losses_a == losses_b
+    tests_a = [m for m in workdir_lib.read_metrics(str(straight)) if m["split"] == "test"]
+    tests_b = [m for m in workdir_lib.read_metrics(str(killed)) if m["split"] == "test"]
+    assert [(m["step"], m["uar"], m["war"]) for m in tests_a] == [(m["step"], m["uar"], m["war"]) for m in tests_b]
+
+
+def test_sigterm_saves_and_exits_cleanly(tiny_tfds, tmp_path):
+    data_dir, _ = tiny_tfds
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.Popen(_train_cmd(data_dir, tmp_path, steps=400), cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (tmp_path / "checkpoints" / "4").exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "SIGTERM received: saved a checkpoint at step" in err
+    step = int(err.split("saved a checkpoint at step ")[1].split(";")[0])
+    assert 4 <= step < 400 and (tmp_path / "checkpoints" / str(step)).exists()
+
+
+def test_same_seed_same_numbers(tiny_features, tmp_path):
+    from tests.conftest import features_config
+
+    _, out, _ = tiny_features
+    a = train.train_and_evaluate(features_config(out), str(tmp_path / "a"))
+    b = train.train_and_evaluate(features_config(out), str(tmp_path / "b"))
+    assert a["confusion_matrix"] == b["confusion_matrix"]
+    la = [m["loss"] for m in workdir_lib.read_metrics(str(tmp_path / "a")) if m["split"] == "train"]
+    lb = [m["loss"] for m in workdir_lib.read_metrics(str(tmp_path / "b")) if m["split"] == "train"]
+    assert la == lb and len(la) == 2
+    c = train.train_and_evaluate(features_config(out, seed=1), str(tmp_path / "c"))
+    lc = [m["loss"] for m in workdir_lib.read_metrics(str(tmp_path / "c")) if m["split"] == "train"]
+    assert lc != la  # the seed matters
 
 
 def _flatten(tree, prefix=""):
