@@ -171,3 +171,14 @@ def test_missing_dataset_says_how_to_build(tmp_path):
     proc = run_module("fer_jax.train", "--config", "configs/frames.py:tiny", "--workdir", str(tmp_path / "run"),
                       f"--config.dataset.data_dir={tmp_path / 'nothing'}")
     assert proc.returncode == 2 and "python -m tfds_dfew.build" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bfloat16_compute_keeps_float32_state(tiny_features, tmp_path):
+    from tests.conftest import features_config
+
+    _, out, _ = tiny_features
+    result = train.train_and_evaluate(features_config(out, **{"model.dtype": "bfloat16"}), str(tmp_path))
+    assert np.isfinite(result["uar"])
+    _, state = _final_state(str(tmp_path))
+    dtypes = {a.dtype for k, a in _flatten(state) if k.startswith(("/params/", "/opt_state/")) and a.dtype.kind == "f"}
+    assert dtypes == {np.dtype(np.float32)}
