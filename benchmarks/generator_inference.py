@@ -1,0 +1,376 @@
+"""Benchmark: ResNet-18 feature-extraction inference frames/s, Flax NNX (XLA CPU) vs torchvision.
+
+    python benchmarks/generator_inference.py [--batch 32 --size 112 --repeats 15]
+
+Measures `features(x)` (global-average-pooled 512-d output, x: float32[B, H, W, 3]) for:
+  torch_eager            torchvision resnet18, eager, NCHW, inference_mode
+  torch_channels_last    the same with channels_last weights and input
+  torch_compile          torch.compile of the NCHW model (skipped if compiling fails or is slow)
+  flax                   fer_jax ResNet, jax.jit, float32, default XLA flags
+  flax_folded            the same with BatchNorm folded into the convs (fold_batchnorm)
+  flax*_<name>           the Flax variants under other XLA CPU flags (XLA_VARIANTS, --xla-variant);
+                         no_ynn is fer_jax.models.resnet.CPU_INFERENCE_XLA_FLAGS
+
+Every variant runs in its own worker process (XLA flags are per process), all load the same
+random weights (torchvision init, randomised BatchNorm statistics) and see the same input.
+The main process interleaves single timed calls over the workers round-robin (rotating the
+order each round), so load from other programs hits every variant alike; it reports medians,
+the frames/s ratio to torch_eager, and each variant's max relative difference from
+torch_eager's features (a wrong compilation shows up there). Results: a Markdown table on
+stdout and JSON in benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+PREFIX = "@@"
+
+# Named XLA CPU flag sets; each gives a `flax_<name>` and a `flax_folded_<name>` variant.
+XLA_VARIANTS = {
+    "ynn_eltwise": "--xla_cpu_experimental_ynn_fusion_type=+eltwise",  # YNNPACK also for elementwise ops
+    "no_ynn": "--xla_cpu_experimental_ynn_fusion_type=",  # no YNNPACK fusions: Eigen convolutions
+}
+TORCH_VARIANTS = ("torch_eager", "torch_channels_last", "torch_compile")
+
+
+def all_variants(xla_variants: dict[str, str]) -> dict[str, dict]:
+    """name -> {framework, folded, xla_flags}."""
+    out = {name: {"framework": "torch", "folded": False, "xla_flags": ""} for name in TORCH_VARIANTS}
+    out["flax"] = {"framework": "flax", "folded": False, "xla_flags": ""}
+    out["flax_folded"] = {"framework": "flax", "folded": True, "xla_flags": ""}
+    for name, flags in xla_variants.items():
+        out[f"flax_{name}"] = {"framework": "flax", "folded": False, "xla_flags": flags}
+        out[f"flax_folded_{name}"] = {"framework": "flax", "folded": True, "xla_flags": flags}
+    return out
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def _say(kind: str, **payload) -> None:
+    print(PREFIX + json.dumps({"kind": kind, **payload}), flush=True)
+
+
+def _torch_worker(variant: str, workdir: Path, warmup: int):
+    import torch
+    import torchvision
+
+    model = torchvision.models.resnet18()
+    model.load_state_dict(torch.load(workdir / "weights.pth", map_location="cpu", weights_only=True))
+    model.fc = torch.nn.Identity()
+    model.eval()
+    x = torch.from_numpy(np.ascontiguousarray(np.load(workdir / "x.npy").transpose(0, 3, 1, 2)))
+    if variant == "torch_channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    if variant == "torch_compile":
+        model = torch.compile(model)
+
+    def step():
+        with torch.inference_mode():
+            return model(x)
+
+    t0 = time.perf_counter()
+    out = step()
+    first = time.perf_counter() - t0
+    for _ in range(warmup):
+        step()
+    return step, out.numpy(), first, {"torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def _flax_worker(variant: str, folded: bool, workdir: Path, warmup: int):
+    import jax
+    from flax import nnx
+
+    sys.path.insert(0, str(REPO))
+    from fer_jax.models.resnet import fold_batchnorm, resnet18
+    from fer_jax.weights.torchvision import load_torchvision
+
+    model = nnx.eval_shape(lambda: resnet18(num_classes=None, rngs=nnx.Rngs(0)))
+    load_torchvision(model, workdir / "weights.npz", strict=True)
+    if folded:
+        model = fold_batchnorm(model)
+    graphdef, state = nnx.split(model)
+    features = jax.jit(lambda s, x: nnx.merge(graphdef, s).features(x))
+    x = jax.device_put(np.load(workdir / "x.npy"))
+
+    def step():
+        return features(state, x).block_until_ready()
+
+    t0 = time.perf_counter()
+    out = step()
+    first = time.perf_counter() - t0
+    for _ in range(warmup):
+        step()
+    return step, np.asarray(out), first, {"jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+
+
+def worker_main(args) -> None:
+    """Build one variant, report READY, then time one call per 'run' line on stdin."""
+    spec = all_variants(dict(XLA_VARIANTS, **dict(args.xla_variant)))[args.worker]
+    workdir = Path(args.workdir)
+    try:
+        if spec["framework"] == "torch":
+            step, out, first, info = _torch_worker(args.worker, workdir, args.warmup)
+        else:
+            step, out, first, info = _flax_worker(args.worker, spec["folded"], workdir, args.warmup)
+    except Exception as e:  # reported to the main process, which skips the variant
+        _say("failed", error=f"{type(e).__name__}: {e}"[:500])
+        return
+    np.save(workdir / f"out_{args.worker}.npy", out)
+    _say("ready", first_call_s=first, info=info)
+    for line in sys.stdin:
+        if line.strip() != "run":
+            break
+        t0 = time.perf_counter()
+        step()
+        _say("time", seconds=time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------- main process
+
+
+class Worker:
+    """A variant's worker process and a thread that forwards its protocol lines to a queue."""
+
+    def __init__(self, name: str, spec: dict, args, workdir: Path):
+        env = dict(os.environ)
+        env.pop("XLA_FLAGS", None)
+        if spec["xla_flags"]:
+            env["XLA_FLAGS"] = spec["xla_flags"]
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--workdir", str(workdir)]
+        cmd += ["--warmup", str(args.warmup)]
+        for vname, flags in args.xla_variant:
+            cmd += ["--xla-variant", f"{vname}={flags}"]
+        self.name = name
+        self.log = open(workdir / f"{name}.stderr", "w")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            if line.startswith(PREFIX):
+                self.lines.put(json.loads(line[len(PREFIX) :]))
+        self.lines.put({"kind": "failed", "error": f"worker exited (code {self.proc.wait()}); see {self.log.name}"})
+
+    def receive(self, timeout: float) -> dict:
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            return {"kind": "failed", "error": f"no answer within {timeout:.0f} s"}
+
+    def time_one(self) -> float:
+        self.proc.stdin.write("run\n")
+        self.proc.stdin.flush()
+        msg = self.receive(600)
+        if msg["kind"] != "time":
+            raise RuntimeError(f"{self.name}: {msg.get('error')}")
+        return msg["seconds"]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+        self.log.close()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cpu_seconds(pids: list[int]) -> tuple[float, float] | None:
+    """(all CPU busy seconds on the machine, CPU seconds of `pids`), from /proc (Linux); None elsewhere."""
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        busy = sum(fields) - fields[3] - fields[4]  # minus idle and iowait
+        own = 0
+        for pid in pids:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            own += int(stat[11]) + int(stat[12])  # utime, stime
+        return busy / tick, own / tick
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def prepare(workdir: Path, batch: int, size: int, seed: int) -> None:
+    """Random torchvision resnet18 weights (BN statistics randomised too) and a random input."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(seed)
+    model = torchvision.models.resnet18()
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.3, 0.3)
+                mod.running_mean.uniform_(-0.3, 0.3)
+                mod.running_var.uniform_(0.5, 2.0)
+    state = model.state_dict()
+    torch.save(state, workdir / "weights.pth")
+    np.savez(workdir / "weights.npz", **{k: v.numpy() for k, v in state.items()})
+    x = np.random.default_rng(seed).normal(size=(batch, size, size, 3)).astype(np.float32)
+    np.save(workdir / "x.npy", x)
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    lines = [
+        f"ResNet-18 features, batch {meta['batch']}, {meta['size']}x{meta['size']}, float32, "
+        f"{meta['cpu_count']} CPU cores ({meta['machine']}), {meta['repeats']} interleaved repeats (median); "
+        f"load average {meta['load_before']:.2f} before, {min(meta['load_during']):.2f}-{max(meta['load_during']):.2f} "
+        "while timing (this benchmark alone adds ~1)"
+        + (
+            f"; other programs used {meta['other_programs_cpu_cores']:.2f} of the {meta['cpu_count']} cores meanwhile"
+            if meta["other_programs_cpu_cores"] is not None
+            else ""
+        ),
+        "",
+        "| variant | frames/s | x torch_eager | median ms | IQR ms | first call s | max rel diff | XLA flags |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    busy = meta["other_programs_cpu_cores"]
+    if (busy is not None and busy > 0.1) or (busy is None and max(meta["load_during"]) > 1.6):
+        lines[1:1] = ["", "**Other programs were using the CPU during this run: treat these numbers as provisional.**"]
+    for r in rows:
+        if r.get("error"):
+            lines.append(f"| {r['variant']} | skipped: {r['error'][:80]} | | | | | | |")
+            continue
+        lines.append(
+            f"| {r['variant']} | {r['frames_per_s']:.1f} | {r['ratio_to_torch_eager']:.2f} | {r['median_s'] * 1e3:.1f} | "
+            f"{r['iqr_s'] * 1e3:.1f} | {r['first_call_s']:.1f} | {r['max_rel_diff']:.1e} | {r['xla_flags'] or '-'} |"
+        )
+    return "\n".join(lines)
+
+
+def main(args) -> None:
+    variants = all_variants(dict(XLA_VARIANTS, **dict(args.xla_variant)))
+    names = [n for n in variants if n in args.variants] if args.variants else list(variants)
+    if args.no_compile and "torch_compile" in names:
+        names.remove("torch_compile")
+    if "torch_eager" not in names:
+        names.insert(0, "torch_eager")
+    with tempfile.TemporaryDirectory(prefix="generator_inference_") as tmp:
+        workdir = Path(tmp)
+        prepare(workdir, args.batch, args.size, args.seed)
+        load_before = os.getloadavg()[0]
+        workers, rows = {}, {}
+        for name in names:  # one at a time, so that compile times are not disturbed by each other
+            print(f"starting {name} ...", file=sys.stderr, flush=True)
+            w = Worker(name, variants[name], args, workdir)
+            msg = w.receive(args.compile_timeout if name == "torch_compile" else 600)
+            row = {"variant": name, "xla_flags": variants[name]["xla_flags"], "folded": variants[name]["folded"]}
+            if msg["kind"] != "ready":
+                row["error"] = msg.get("error", "unknown")
+                w.close()
+            else:
+                row.update(first_call_s=msg["first_call_s"], info=msg["info"], times_s=[])
+                workers[name] = w
+            rows[name] = row
+        if "torch_eager" not in workers:
+            raise SystemExit(f"torch_eager failed: {rows['torch_eager'].get('error')}")
+        live = list(workers)
+        loads = []
+        pids = [os.getpid()] + [w.proc.pid for w in workers.values()]
+        cpu_start, wall_start = _cpu_seconds(pids), time.perf_counter()
+        for r in range(args.repeats):
+            order = live[r % len(live) :] + live[: r % len(live)]
+            for name in order:
+                rows[name]["times_s"].append(workers[name].time_one())
+            loads.append(os.getloadavg()[0])
+            print(f"repeat {r + 1}/{args.repeats} done (load {loads[-1]:.2f})", file=sys.stderr, flush=True)
+        cpu_end, wall = _cpu_seconds(pids), time.perf_counter() - wall_start
+        other_cpu = None
+        if cpu_start and cpu_end:  # cores' worth of CPU that other programs used while timing
+            other_cpu = max(0.0, ((cpu_end[0] - cpu_start[0]) - (cpu_end[1] - cpu_start[1])) / wall)
+        for w in workers.values():
+            w.close()
+        ref = np.load(workdir / "out_torch_eager.npy").astype(np.float64)
+        for name in live:
+            t = np.asarray(rows[name]["times_s"])
+            out = np.load(workdir / f"out_{name}.npy").astype(np.float64)
+            rows[name].update(
+                median_s=float(np.median(t)),
+                iqr_s=float(np.percentile(t, 75) - np.percentile(t, 25)),
+                frames_per_s=args.batch / float(np.median(t)),
+                max_rel_diff=float(np.abs(out - ref).max() / np.abs(ref).max()),
+            )
+        eager = rows["torch_eager"]["frames_per_s"]
+        for name in live:
+            rows[name]["ratio_to_torch_eager"] = rows[name]["frames_per_s"] / eager
+    meta = {
+        "batch": args.batch,
+        "size": args.size,
+        "repeats": args.repeats,
+        "cpu_count": os.cpu_count(),
+        "machine": _cpu_model(),
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+        "load_during": loads,
+        "other_programs_cpu_cores": other_cpu,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    table = markdown(list(rows.values()), meta)
+    print(table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"generator_inference_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps({"meta": meta, "results": list(rows.values())}, indent=1))
+    print(f"\nwritten: {path}", file=sys.stderr)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--size", type=int, default=112)
+    p.add_argument("--repeats", type=int, default=15, help="timed calls per variant, interleaved")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls per variant after the first")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variants", type=lambda s: s.split(","), default=None, help="comma-separated subset")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    p.add_argument("--compile-timeout", type=float, default=300.0, help="seconds torch.compile may take")
+    p.add_argument(
+        "--xla-variant",
+        action="append",
+        default=[],
+        type=lambda s: tuple(s.split("=", 1)),
+        metavar="NAME=FLAGS",
+        help="extra Flax variants flax_NAME / flax_folded_NAME run under XLA_FLAGS=FLAGS",
+    )
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--workdir", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    _args = parse_args()
+    if _args.worker:
+        worker_main(_args)
+    else:
+        main(_args)
