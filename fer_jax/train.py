@@ -265,6 +265,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
 
     def save(step):
+        if checkpoints.latest_step() == step:  # e.g. SIGTERM right after a scheduled save
+            return
         checkpoints.save(step, state, meta={"step": step, "config": workdir_lib.config_to_dict(config)})
 
     def flush_train_metrics(step):
