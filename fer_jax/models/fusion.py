@@ -36,7 +36,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fer_jax.errors import ConfigError
-from fer_jax.models.transformer import TransformerEncoder
+from fer_jax.models.transformer import Dropout, TransformerEncoder
 
 FUSION_MODES = ("concat", "early", "bottleneck", "late")
 
@@ -130,7 +130,7 @@ class FusionTransformer(nnx.Module):
             self.num_bottleneck_tokens = bottleneck_tokens
             self.fusion_layer = fusion_layer
             self.bottleneck = nnx.Param(init(rngs.params(), (bottleneck_tokens, width)))
-        self.head_dropout = nnx.Dropout(head_dropout)
+        self.head_dropout = Dropout(head_dropout)
         if fusion == "late":
             self.heads = nnx.Dict({name: nnx.Linear(width, num_classes, dtype=dtype, rngs=rngs)
                                    for name in self.modalities})
