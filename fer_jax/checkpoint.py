@@ -1,6 +1,7 @@
-"""Orbax checkpoints of a run: train state, data-iterator position and run metadata.
+"""Orbax checkpoints of a run: train state and run metadata.
 
-Layout: <workdir>/checkpoints/<step>/{state, data, meta}. Orbax writes each checkpoint to a
+Layout: <workdir>/checkpoints/<step>/{state, meta}. The data position is not stored: the
+training stream is a function of (seed, step), so the step restores it. Orbax writes each checkpoint to a
 temporary folder and renames it when complete, so a run killed mid-save never leaves a
 checkpoint that looks complete; `latest_step()` only sees finished ones.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 
-import grain
 import jax
 import orbax.checkpoint as ocp
 
@@ -22,7 +22,7 @@ class CheckpointMismatchError(ValueError):
 
 
 class RunCheckpoints:
-    """Saves and restores {state, data, meta} items with an Orbax CheckpointManager."""
+    """Saves and restores {state, meta} items with an Orbax CheckpointManager."""
 
     def __init__(self, workdir: str, *, max_to_keep: int | None = 3, read_only: bool = False):
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
@@ -40,21 +40,17 @@ class RunCheckpoints:
     def all_steps(self) -> list[int]:
         return list(self.manager.all_steps())
 
-    def save(self, step: int, state, *, data_iterator=None, meta: dict | None = None) -> None:
+    def save(self, step: int, state, *, meta: dict | None = None) -> None:
         items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta or {})}
-        if data_iterator is not None:
-            items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
         self.manager.save(step, args=ocp.args.Composite(**items), force=True)
         self.manager.wait_until_finished()
 
-    def restore(self, step: int, abstract_state, *, data_iterator=None):
-        """Restores state (into the structure and shardings of `abstract_state`) and the iterator.
+    def restore(self, step: int, abstract_state):
+        """Restores state into the structure and shardings of `abstract_state`.
 
         Returns (state, meta). Raises CheckpointMismatchError when the saved tree differs.
         """
         items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
-        if data_iterator is not None:
-            items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         except (ValueError, KeyError, TypeError) as e:
@@ -64,9 +60,6 @@ class RunCheckpoints:
                 "config; use that run's config, or a fresh --workdir."
             ) from None
         return restored["state"], restored["meta"]
-
-    def restore_meta(self, step: int) -> dict:
-        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
     def close(self) -> None:
         self.manager.wait_until_finished()
