@@ -210,3 +210,98 @@ def test_nonfinite_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_feat
     skipped = sum(m.get("skipped_batches", 0) for m in workdir.read_metrics(str(tmp_path / "skip"))
                   if m["split"] == "train")
     assert skipped == 4
+
+
+# -- the vote annotation (Annotation/annotation.xlsx) ---------------------------------------------
+
+
+def _annotation(root):
+    return release.annotation_path(str(root))
+
+
+def _edit_annotation(root, edit):
+    """Opens the release's annotation workbook with openpyxl, applies edit(sheet), saves it."""
+    import openpyxl
+
+    book = openpyxl.load_workbook(_annotation(root))
+    edit(book.active)
+    book.save(_annotation(root))
+
+
+def _set(cell, value):
+    def edit(sheet):
+        sheet[cell] = value
+    return edit
+
+
+def _delete_column(index):
+    def edit(sheet):
+        sheet.delete_cols(index)
+    return edit
+
+
+def _duplicate_row(sheet):
+    sheet.append([c.value for c in sheet[2]])
+
+
+# Each case: damage(root) -> None; then the build must fail naming the annotation file (and row).
+ANNOTATION_FAILING = {
+    "annotation_not_a_workbook": (lambda r: _rewrite(_annotation(r), "1happy,2sad\n"),
+                                  "cannot be read as an .xlsx workbook", None),
+    "annotation_missing_vote_column": (lambda r: _edit_annotation(r, _delete_column(4)), "no column for 4angry", 1),
+    "annotation_missing_label_column": (lambda r: _edit_annotation(r, _delete_column(9)), "no column for label", 1),
+    "annotation_text_vote": (lambda r: _edit_annotation(r, _set("B3", "many")), "not a whole number", 3),
+    "annotation_fractional_vote": (lambda r: _edit_annotation(r, _set("C2", 1.5)), "not a whole number", 2),
+    "annotation_negative_vote": (lambda r: _edit_annotation(r, _set("G4", -2)), "votes are >= 0", 4),
+    "annotation_label_9": (lambda r: _edit_annotation(r, _set("I5", 9)), "outside 0..7", 5),
+    "annotation_duplicate_clip": (lambda r: _edit_annotation(r, _duplicate_row), "is listed twice (also in row 2)",
+                                  None),
+    "annotation_bad_clip_id": (lambda r: _edit_annotation(r, _set("H2", "clip one")), "is not a number", 2),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ANNOTATION_FAILING))
+def test_damaged_annotation_fails_clearly(small_release, tmp_path, case):
+    damage, match, row = ANNOTATION_FAILING[case]
+    root = tmp_path / "DFEW"
+    shutil.copytree(small_release, root)
+    damage(root)
+    data_dir = str(tmp_path / "tfds")
+    with pytest.raises(ReleaseError, match=match.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")) as info:
+        build.build(str(root), data_dir, config="frames64", num_workers=1)
+    assert _annotation(root) in str(info.value)
+    if row is not None:
+        assert f"row {row}:" in str(info.value)
+    assert not tfds.builder("dfew/frames64", data_dir=data_dir).is_prepared()
+
+
+def test_annotation_label_conflict_keeps_the_csv_label_or_fails_strict(small_release, tmp_path):
+    """The CSV decides a clip's label and fold; the annotation's other label is reported (or fatal with --strict)."""
+    root = tmp_path / "DFEW"
+    shutil.copytree(small_release, root)
+    entry = _first_clip(root)
+    import openpyxl
+
+    sheet = openpyxl.load_workbook(_annotation(root)).active
+    row = next(r for r in range(2, sheet.max_row + 1) if int(sheet.cell(r, 8).value) == int(entry.clip_id))
+    other = (entry.label + 1) % 7 + 1  # an official label 1..7 other than the CSV one (label + 1)
+    _edit_annotation(root, _set(f"I{row}", other))
+    with pytest.raises(ReleaseError, match="another label in the split CSVs") as info:
+        build.build(str(root), str(tmp_path / "strict"), config="frames64", num_workers=1, strict=True)
+    assert entry.clip_id in str(info.value)
+    builder = build.build(str(root), str(tmp_path / "tfds"), config="frames64", num_workers=1)
+    assert builder.info.metadata["label_conflicts"] == [entry.clip_id]
+    assert "CSV label differs from the annotation (CSV label kept): 1" in build.summary(builder)
+    source = tfds.data_source("dfew/frames64", split=f"fold{entry.fold}", data_dir=str(tmp_path / "tfds"),
+                              download=False)
+    stored = next(source[i] for i in range(len(source)) if source[i]["clip_id"].decode() == entry.clip_id)
+    assert stored["label"] == entry.label
+
+
+def test_missing_annotation_folder_is_fine(small_release, tmp_path):
+    root = tmp_path / "DFEW"
+    shutil.copytree(small_release, root, ignore=shutil.ignore_patterns("Annotation"))
+    builder = build.build(str(root), str(tmp_path / "tfds"), config="frames64", num_workers=1)
+    assert builder.info.metadata["has_votes"] is False
+    assert set(builder.info.splits) == {f"fold{k}" for k in range(1, 6)}  # the small release has no multi-labelled
+    assert "no votes" in build.summary(builder)

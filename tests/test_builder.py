@@ -142,4 +142,119 @@ def test_cli_builds_and_prints_summary(tiny_release, tmp_path):
     proc = run_module("tfds_dfew.build", "--manual_dir", tiny_release[0], "--data_dir", str(tmp_path),
                       "--config", "frames64", check=True)
     assert "fold1" in proc.stdout and "left out, no frame folder" in proc.stdout
+    assert "unlabelled: 3 clips" in proc.stdout and "votes read from Annotation/annotation.xlsx" in proc.stdout
     assert "tensorflow" not in proc.stderr.lower() or "no module named" not in proc.stderr.lower()
+
+
+# -- votes and the unlabelled split ----------------------------------------------------------------
+
+
+def _records(data_dir, split, name="dfew/frames64"):
+    source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    return [source[i] for i in range(len(source))]
+
+
+def test_unlabelled_split_and_votes_match_the_annotation(tiny_release, tiny_tfds):
+    """Multi-labelled clips -> split 'unlabelled' (label -1, fold 0); every record's votes = the xlsx row."""
+    root, summary = tiny_release
+    data_dir, builder = tiny_tfds
+    assert summary["multi_ids"], "the tiny release should have multi-labelled clips"
+    unlabelled = _records(data_dir, "unlabelled")
+    assert sorted(r["clip_id"].decode() for r in unlabelled) == sorted(summary["multi_ids"])
+    for r in unlabelled:
+        clip_id = r["clip_id"].decode()
+        assert r["label"] == -1 and r["fold"] == 0
+        assert r["votes"].dtype == np.int32 and r["votes"].tolist() == summary["votes"][clip_id]
+        assert summary["annotation_labels"][clip_id] == 0
+        assert len(r["frames"]) == 16 and r["frames"][0].shape == (64, 64, 3)
+        assert r["num_frames"] == summary["num_frames"][clip_id]
+    labelled = 0
+    for k in range(1, 6):
+        for r in _records(data_dir, f"fold{k}"):
+            clip_id = r["clip_id"].decode()
+            assert r["votes"].tolist() == summary["votes"][clip_id]
+            assert int(np.argmax(r["votes"])) == r["label"]  # the synthetic votes agree with the CSV
+            labelled += 1
+    meta = builder.info.metadata
+    assert meta["has_votes"] is True and meta["unlabelled_clips"] == len(unlabelled)
+    assert meta["unlabelled_source"] == "annotation" and meta["label_conflicts"] == []
+    # class counts are those of the labelled clips only
+    plan = release.plan_release(root)
+    assert {k: list(v) for k, v in meta["class_counts"].items()} == plan.counts()
+    assert sum(map(sum, meta["class_counts"].values())) == labelled == len(plan.clips)
+    # the unlabelled split is not part of any fold's train or test split
+    train, test = release.fold_splits(1)
+    assert len(tfds.data_source("dfew/frames64", split=train, data_dir=data_dir, download=False)) + \
+        len(tfds.data_source("dfew/frames64", split=test, data_dir=data_dir, download=False)) == labelled
+    assert f"unlabelled: {len(unlabelled)} clips" in build.summary(builder)
+
+
+@pytest.fixture(scope="module")
+def multi_release(tmp_path_factory):
+    """A very small release with many multi-labelled clips (32 px, with OpenPose)."""
+    from tfds_dfew import synthetic
+
+    root = tmp_path_factory.mktemp("multi") / "DFEW"
+    summary = synthetic.generate(root, 10, seed=9, frame_size=32, max_frames=18, multi_frac=0.3, missing_frac=0.0,
+                                 short_frac=0.0, workers=1)
+    return root, summary
+
+
+def _fold_ids(data_dir, name="dfew/frames64"):
+    return {k: sorted(r["clip_id"].decode() for r in _records(data_dir, f"fold{k}", name)) for k in range(1, 6)}
+
+
+def test_without_annotation_votes_are_zero_and_unlisted_folders_are_unlabelled(multi_release, tmp_path):
+    root, summary = multi_release
+    with_votes = str(tmp_path / "with")
+    build.build(str(root), with_votes, config="frames64", num_workers=1)
+    bare = tmp_path / "DFEW"
+    shutil.copytree(root, bare, ignore=shutil.ignore_patterns("Annotation", "OpenPose"))
+    data_dir = str(tmp_path / "tfds")
+    builder = build.build(str(bare), data_dir, config="frames64", num_workers=1)
+    unlabelled = _records(data_dir, "unlabelled")
+    assert sorted(r["clip_id"].decode() for r in unlabelled) == sorted(summary["multi_ids"])
+    assert all(r["label"] == -1 and r["fold"] == 0 for r in unlabelled)
+    for k in range(1, 6):
+        assert all(r["votes"].tolist() == [0] * 7 for r in _records(data_dir, f"fold{k}"))
+    assert all(r["votes"].tolist() == [0] * 7 for r in unlabelled)
+    meta = builder.info.metadata
+    assert meta["has_votes"] is False and meta["unlabelled_source"] == "clip folders"
+    assert "no votes (no Annotation/annotation.xlsx" in build.summary(builder)
+    # the fold splits are the same with and without the annotation
+    assert _fold_ids(data_dir) == _fold_ids(with_votes)
+    # leaving the unlabelled clips out: no such split, folds unchanged
+    left_out = str(tmp_path / "left_out")
+    builder = build.build(str(root), left_out, config="frames64", num_workers=1, unlabelled=False)
+    assert "unlabelled" not in builder.info.splits and set(builder.info.splits) == {f"fold{k}" for k in range(1, 6)}
+    assert builder.info.metadata["unlabelled_clips"] == 0
+    assert f"{len(summary['multi_ids'])} clips without a single label left out" in build.summary(builder)
+    assert _fold_ids(left_out) == _fold_ids(with_votes)
+
+
+def test_no_multi_labelled_clips_means_no_unlabelled_split(tmp_path):
+    from tfds_dfew import synthetic
+
+    root = tmp_path / "DFEW"
+    synthetic.generate(root, 6, seed=2, frame_size=32, max_frames=17, multi_frac=0.0, missing_frac=0.0,
+                       short_frac=0.0, openpose=False, workers=1)
+    builder = build.build(str(root), str(tmp_path / "tfds"), config="frames64", num_workers=1)
+    assert set(builder.info.splits) == {f"fold{k}" for k in range(1, 6)}
+    assert builder.info.metadata["has_votes"] is True and builder.info.metadata["unlabelled_clips"] == 0
+    assert "unlabelled: none" in build.summary(builder)
+
+
+def test_unlabelled_clips_get_keypoints_in_pose_configs(multi_release, tmp_path):
+    from tfds_dfew import openpose
+
+    root, summary = multi_release
+    data_dir = str(tmp_path / "tfds")
+    build.build(str(root), data_dir, config="frames64_pose", num_workers=1)
+    unlabelled = _records(data_dir, "unlabelled", "dfew/frames64_pose")
+    assert sorted(r["clip_id"].decode() for r in unlabelled) == sorted(summary["multi_ids"])
+    for r in unlabelled:
+        clip_id = r["clip_id"].decode()
+        expected = openpose.read_clip(os.path.join(str(root), "OpenPose", clip_id),
+                                      frame_indices=release.sample_indices(summary["num_frames"][clip_id]))
+        np.testing.assert_array_equal(r["keypoints"], expected.points)
+        assert r["votes"].tolist() == summary["votes"][clip_id] and r["label"] == -1

@@ -1,9 +1,10 @@
-"""Tests for the synthetic DFEW-layout generator: layout, splits, frames, OpenPose JSON, classes."""
+"""Tests for the synthetic DFEW-layout generator: layout, splits, annotation, frames, OpenPose JSON, classes."""
 
 import csv
 import hashlib
 import json
 import os
+import zipfile
 
 import numpy as np
 import pytest
@@ -53,7 +54,8 @@ def _digest(root):
 # ----------------------------------------------------------------------------- layout
 def test_layout_and_file_names(tree):
     root, summary = tree
-    assert sorted(os.listdir(root)) == ["Clip", "EmoLabel_DataSplit", "OpenPose"]
+    assert sorted(os.listdir(root)) == ["Annotation", "Clip", "EmoLabel_DataSplit", "OpenPose"]
+    assert os.listdir(os.path.join(root, "Annotation")) == ["annotation.xlsx"]
     assert sorted(os.listdir(os.path.join(root, "Clip"))) == ["clip_224x224", "clip_224x224_16f"]
     ids = summary["ids"]
     assert ids[0] == "00001" and all(len(i) == 5 and i.isdigit() for i in ids)
@@ -167,14 +169,81 @@ def test_refuses_non_empty_directory(tmp_path, capsys):
     assert synthetic.main(["--out", str(tmp_path), "--clips", "6", "--frame_size", "40"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert synthetic.main(["--out", str(tmp_path), "--clips", "6", "--frame_size", "40",
-                           "--overwrite", "--no_openpose", "--missing_frac", "0"]) == 0
+                           "--overwrite", "--no_openpose", "--no_annotation", "--missing_frac", "0"]) == 0
     out = capsys.readouterr().out
     assert "6 single-labelled" in out and "fold" in out
     assert (tmp_path / "notes.txt").read_text() == "keep me"
-    assert not (tmp_path / "OpenPose").exists()
+    assert not (tmp_path / "OpenPose").exists() and not (tmp_path / "Annotation").exists()
     assert len(os.listdir(tmp_path / "Clip" / "clip_224x224")) == 6
     with pytest.raises(ValueError, match="class_probs"):
         synthetic.generate(tmp_path / "x", 6, class_probs=[1, 2, 3])
+
+
+# ----------------------------------------------------------------------------- annotation
+def _sheet_rows(path):
+    """All rows of the workbook's only sheet, read with openpyxl directly."""
+    import openpyxl
+
+    book = openpyxl.load_workbook(path)
+    assert len(book.worksheets) == 1
+    return [list(r) for r in book.worksheets[0].iter_rows(values_only=True)]
+
+
+def test_annotation_has_a_row_per_clip_with_votes_and_label(tree):
+    root, summary = tree
+    rows = _sheet_rows(os.path.join(root, "Annotation", "annotation.xlsx"))
+    assert rows[0] == ["1happy", "2sad", "3neutral", "4angry", "5surprise", "6disgust", "7fear",
+                       "order", "label"]
+    body = rows[1:]
+    assert [r[7] for r in body] == [int(c) for c in summary["ids"]], "one row per id, sorted, unpadded ints"
+    multi = set(summary["multi_ids"])
+    for r in body:
+        cid = f"{r[7]:05d}"
+        votes, label = np.array(r[:7]), r[8]
+        assert all(isinstance(v, int) for v in r[:7] + [label])
+        assert votes.sum() == 10 and (votes >= 0).all()
+        assert votes.tolist() == summary["votes"][cid] and label == summary["annotation_labels"][cid]
+        if cid in multi:  # two blended classes, no clear majority, no single label
+            assert label == 0 and votes.max() <= 6 and (votes > 0).sum() == 2
+        else:  # the CSV label has a clear majority (>6 of 10 votes); listed-but-missing clips too
+            assert label == summary["labels"][cid] and votes.argmax() == label - 1 and votes.max() >= 7
+    assert set(summary["missing_ids"]) <= {f"{r[7]:05d}" for r in body}
+    singles = [np.array(r[:7]) for r in body if r[8]]
+    assert any(v.max() < 10 for v in singles), "some single-labelled clips have scattered votes"
+
+
+def test_annotation_votes_rules():
+    rng = np.random.default_rng(0)
+    for label in range(7):
+        for _ in range(20):
+            v = synthetic.annotation_votes(rng, label)
+            assert v.shape == (7,) and v.sum() == 10 and v.argmax() == label and 7 <= v[label] <= 10
+    # blends: largest-remainder rounding of 10 * weights (float64 reference by hand)
+    w = np.zeros(7)
+    w[1], w[5] = 0.55, 0.45  # 5.5 / 4.5: the tie goes to the lower class index
+    np.testing.assert_array_equal(synthetic.annotation_votes(rng, w), [0, 6, 0, 0, 0, 4, 0])
+    w = np.zeros(7)
+    w[0], w[6] = 0.43, 0.57  # 4.3 / 5.7 -> 4 / 6
+    np.testing.assert_array_equal(synthetic.annotation_votes(rng, w), [4, 0, 0, 0, 0, 0, 6])
+    np.testing.assert_array_equal(synthetic.annotation_votes(rng, np.ones(7), num_annotators=9), [2, 2, 1, 1, 1, 1, 1])
+    with pytest.raises(ValueError, match="0..6"):
+        synthetic.annotation_votes(rng, 7)
+
+
+def test_write_annotation_bytes_do_not_depend_on_the_clock(tmp_path):
+    rows = {"00017": ([1, 2, 3, 4, 0, 0, 0], 4), "3": ([5, 5, 0, 0, 0, 0, 0], 0)}
+    a = synthetic.write_annotation(tmp_path / "a", rows)
+    b = synthetic.write_annotation(tmp_path / "b", rows, pad_ids=True)
+    with zipfile.ZipFile(a) as z:
+        assert {i.date_time for i in z.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+        core = z.read("docProps/core.xml").decode()
+    assert core.count("2020-01-01T00:00:00Z") == 2  # created and modified
+    assert _sheet_rows(a)[1:] == [[5, 5, 0, 0, 0, 0, 0, 3, 0], [1, 2, 3, 4, 0, 0, 0, 17, 4]]
+    assert [r[7] for r in _sheet_rows(b)[1:]] == ["00003", "00017"]
+    again = synthetic.write_annotation(tmp_path / "c", rows)
+    assert open(a, "rb").read() == open(again, "rb").read()
+    with pytest.raises(ValueError, match="0..7"):
+        synthetic.write_annotation(tmp_path / "d", {"1": ([0] * 7, 8)})
 
 
 # ----------------------------------------------------------------------------- OpenPose JSON

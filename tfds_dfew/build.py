@@ -2,7 +2,8 @@
 
     python -m tfds_dfew.build --manual_dir ~/DFEW --data_dir ~/tensorflow_datasets [--config frames112]
 
-Prints a closing summary: clips per split and class, clips left out and why.
+Prints a closing summary: clips per split and class, the unlabelled (multi-labelled) clips, whether
+annotator votes were read, clips left out and why.
 """
 
 from __future__ import annotations
@@ -28,8 +29,12 @@ def build(
     overwrite: bool = False,
     num_workers: int | None = None,
     openpose_dir: str | None = None,
+    unlabelled: bool = True,
 ):
-    """Builds (or finds already built) `dfew/<config>` under data_dir; returns the builder."""
+    """Builds (or finds already built) `dfew/<config>` under data_dir; returns the builder.
+
+    unlabelled=False leaves the clips without a single label out (no `unlabelled` split).
+    """
     import tensorflow_datasets as tfds
 
     from tfds_dfew import dfew
@@ -44,6 +49,7 @@ def build(
         strict=strict,
         num_workers=num_workers,
         openpose_dir=os.path.expanduser(openpose_dir) if openpose_dir else None,
+        unlabelled=unlabelled,
     )
     mode = tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite else None
     download_config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
@@ -68,10 +74,22 @@ def summary(builder) -> str:
         total = [a + b for a, b in zip(total, counts)]
         lines.append(f"{split:<8}{sum(counts):>7}" + "".join(f"{c:>9}" for c in counts))
     lines.append(f"{'all':<8}{sum(total):>7}" + "".join(f"{c:>9}" for c in total))
+    lines.append(_unlabelled_line(info.metadata))
+    conflicts = list(info.metadata.get("label_conflicts", []))
+    if conflicts:
+        lines.append(f"CSV label differs from the annotation (CSV label kept): {len(conflicts)} "
+                     f"(first: {', '.join(conflicts[:8])})")
+    unannotated = list(info.metadata.get("unannotated_clips", []))
+    if unannotated:
+        lines.append(f"listed clips without an annotation row (votes zero): {len(unannotated)} "
+                     f"(first: {', '.join(unannotated[:8])})")
     missing = list(info.metadata.get("missing_clips", []))
     skipped = list(info.metadata.get("skipped_clips", []))
     if missing:
         lines.append(f"left out, no frame folder: {len(missing)} (first: {', '.join(missing[:8])})")
+    left_out = list(info.metadata.get("left_out_clips", []))
+    if left_out:
+        lines.append(f"left out, clip folder in no split: {len(left_out)} (first: {', '.join(left_out[:8])})")
     if skipped:
         lines.append(f"left out, unreadable frames: {len(skipped)} (first: {', '.join(skipped[:8])})")
     no_pose = list(info.metadata.get("clips_without_openpose", []))
@@ -82,18 +100,41 @@ def summary(builder) -> str:
     return "\n".join(lines)
 
 
+def _unlabelled_line(metadata) -> str:
+    """One line: the unlabelled split (size, where its clips came from) and whether votes were read."""
+    stored = int(metadata.get("unlabelled_clips", 0))
+    source = metadata.get("unlabelled_source", "none")
+    if source == "left out":
+        what = f"unlabelled: {int(metadata.get('unlabelled_available', 0))} clips without a single label left out"
+    elif stored:
+        origin = "label 0 in annotation.xlsx" if source == "annotation" else "clip folders no CSV lists"
+        what = f"unlabelled: {stored} clips without a single label (split 'unlabelled', label -1; {origin})"
+    else:
+        what = "unlabelled: none (no split 'unlabelled')"
+    no_frames = len(metadata.get("unlabelled_without_frames", []))
+    if no_frames:
+        what += f", {no_frames} more without a frame folder"
+    votes = ("votes read from Annotation/annotation.xlsx" if metadata.get("has_votes")
+             else "no votes (no Annotation/annotation.xlsx; stored as zeros)")
+    return f"{what}; {votes}"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tfds_dfew.build", description=__doc__.splitlines()[0])
-    parser.add_argument("--manual_dir", required=True, help="unpacked DFEW release (holds EmoLabel_DataSplit/, Clip/)")
+    parser.add_argument("--manual_dir", required=True,
+                        help="unpacked DFEW release (holds EmoLabel_DataSplit/, Clip/, Annotation/)")
     parser.add_argument("--data_dir", default="~/tensorflow_datasets", help="where TFDS datasets live")
     parser.add_argument("--config", default="frames112", choices=CONFIG_NAMES, help="stored frame size")
     parser.add_argument("--frame_source", default="auto", choices=("auto",) + release.FRAME_FOLDERS)
     parser.add_argument("--skip_bad_clips", action="store_true", help="report and leave out unreadable clips")
-    parser.add_argument("--strict", action="store_true", help="fail on listed clips without a frame folder")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail on listed clips without a frame folder or whose CSV and annotation labels differ")
     parser.add_argument("--overwrite", action="store_true", help="rebuild even if the dataset exists")
     parser.add_argument("--num_workers", type=int, default=None, help="frame decode/encode threads")
     parser.add_argument("--openpose_dir", default=None,
                         help="OpenPose JSON, one folder per clip id (_pose configs; default <manual_dir>/OpenPose)")
+    parser.add_argument("--no_unlabelled", action="store_true",
+                        help="leave out the clips without a single label (no 'unlabelled' split)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)
@@ -108,6 +149,7 @@ def main(argv=None) -> int:
             overwrite=args.overwrite,
             num_workers=args.num_workers,
             openpose_dir=args.openpose_dir,
+            unlabelled=not args.no_unlabelled,
         )
     except release.ReleaseError as e:
         print(f"error: {e}", file=sys.stderr)

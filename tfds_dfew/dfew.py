@@ -1,8 +1,11 @@
-"""The TFDS builder for DFEW: one record per single-labelled clip, splits fold1..fold5.
+"""The TFDS builder for DFEW: one record per clip, splits fold1..fold5 (+ unlabelled).
 
-Each stored split is one official test set; the training set of fold k is the other four
-(`fold_splits(k)`), so every clip is stored once. Frames are JPEG bytes encoded with Pillow and
-records are written as array_record: neither building nor reading needs TensorFlow.
+Each stored fold split is one official test set; the training set of fold k is the other four
+(`fold_splits(k)`), so every single-labelled clip is stored once. Clips without a single label
+(multi-labelled: label 0 in Annotation/annotation.xlsx) go to the split `unlabelled` with label
+-1 and fold 0, for self-supervised use; every record carries the clip's 7 annotator vote counts
+(`votes`, zeros when the release has no annotation). Frames are JPEG bytes encoded with Pillow
+and records are written as array_record: neither building nor reading needs TensorFlow.
 
     python -m tfds_dfew.build --manual_dir ~/DFEW --data_dir ~/tensorflow_datasets
 """
@@ -25,9 +28,11 @@ log = logging.getLogger(__name__)
 _DESCRIPTION = """\
 DFEW (Dynamic Facial Expression in-the-Wild): 16,372 movie clips, 11,697 of them with a single
 label among 7 basic emotions (happy, sad, neutral, angry, surprise, disgust, fear). Each record
-holds 16 face-aligned frames of one clip, its label, id, original frame count and test fold.
-Splits fold1..fold5 are the official five test sets; fold k's training set is the union of the
-other four.
+holds 16 face-aligned frames of one clip, its label, id, original frame count, test fold and the
+7 annotator vote counts per class (int32[7], training order; all zero when the release has no
+Annotation/annotation.xlsx). Splits fold1..fold5 are the official five test sets; fold k's
+training set is the union of the other four. Split `unlabelled` holds the clips without a single
+label (multi-labelled), with label -1 and fold 0; it is absent when the release has none.
 """
 
 _CITATION = """\
@@ -73,15 +78,21 @@ def encode_jpeg(frame: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
 class Dfew(tfds.core.GeneratorBasedBuilder):
     """DFEW clips as 16 frames each, with labels and official folds."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Frames, label, clip id, original frame count, test fold."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Frames, label, clip id, original frame count, test fold.",
+        "1.1.0": "Feature `votes` (int32[7] annotator votes from Annotation/annotation.xlsx, zeros without it); "
+                 "split `unlabelled` (multi-labelled clips, label -1, fold 0); metadata `has_votes`, "
+                 "`unlabelled_clips`, `label_conflicts`; `class_counts` counts labelled clips only.",
+    }
     BUILDER_CONFIGS = [_frame_config(s, pose) for pose in (False, True) for s in (112, 64, 224)]
     DEFAULT_CONFIG_NAME = "frames112"
     MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 DFEW is licence-restricted and is never downloaded by this builder. Request it from the DFEW
 authors (https://dfew-dataset.github.io), unpack it, and pass the folder that contains
 `EmoLabel_DataSplit/` and `Clip/` (with `clip_224x224_16f/` and/or `clip_224x224/`) as the
-manual dir:
+manual dir. Keep `Annotation/annotation.xlsx` there too: it supplies the vote counts and tells
+which clips have no single label.
 
     python -m tfds_dfew.build --manual_dir /path/to/DFEW --data_dir ~/tensorflow_datasets
 """
@@ -94,6 +105,7 @@ manual dir:
         strict: bool = False,
         num_workers: int | None = None,
         openpose_dir: str | None = None,
+        unlabelled: bool = True,
         **kwargs,
     ):
         """Extra options (besides TFDS's own):
@@ -103,18 +115,23 @@ manual dir:
             variable-length folder), 'clip_224x224_16f' or 'clip_224x224'.
           skip_bad_clips: leave out (and report) clips whose frames cannot be read, instead of
             stopping the build with an error naming the file.
-          strict: clips listed in a CSV without a frame folder stop the build instead of being
-            reported and left out (real DFEW has 362 such clips).
+          strict: clips listed in a CSV without a frame folder, and clips whose CSV label differs
+            from the annotation's, stop the build instead of being reported (and left out, or
+            kept with the CSV label). Real DFEW lacks frames for 362 listed clips.
           num_workers: threads that decode and encode frames (default: CPU count).
           openpose_dir: OpenPose output, one folder of `*_keypoints.json` per clip id (`_pose`
             configs only; default `<manual_dir>/OpenPose`). Keypoints are read for the same 16
             frames as the images; a clip without a folder gets all-missing keypoints (reported).
+          unlabelled: store the clips without a single label as split `unlabelled` (default).
+            False leaves them out (metadata `unlabelled_clips` is then 0). The option is not part
+            of the dataset's name: build into another data_dir to keep both variants.
         """
         self._openpose_dir = openpose_dir
         self.no_pose: list[str] = []  # clips without OpenPose output
         self._frame_source = frame_source
         self._skip_bad_clips = skip_bad_clips
         self._strict = strict
+        self._unlabelled = unlabelled
         self._num_workers = num_workers or os.cpu_count() or 1
         self.skipped: list[tuple[str, str]] = []  # (clip id, reason) of left-out clips
         self.plan: release.ReleasePlan | None = None
@@ -134,6 +151,7 @@ manual dir:
                     "clip_id": tfds.features.Text(),
                     "num_frames": np.int32,
                     "fold": np.int32,
+                    "votes": tfds.features.Tensor(shape=(len(release.CLASS_NAMES),), dtype=np.int32),
                     **({"keypoints": tfds.features.Tensor(
                         shape=(release.NUM_FRAMES, 137, 3), dtype=np.float32, encoding=tfds.features.Encoding.ZLIB)}
                        if self.builder_config.pose else {}),
@@ -157,6 +175,16 @@ manual dir:
                     "leave them out (real DFEW lacks 362 single-labelled clips with no detected face)."
                 )
             log.warning("%s; they are left out of the dataset.", message)
+        if plan.label_conflicts and self._strict:
+            first = ", ".join(f"{c} (CSV {a}, annotation {b})" for c, a, b in plan.label_conflicts[:5])
+            raise release.ReleaseError(
+                f"{plan.annotation_path}: {len(plan.label_conflicts)} clips have another label in the split CSVs "
+                f"than here (first: {first}). Restore the original files, or build without --strict to keep the "
+                "CSV labels."
+            )
+        if plan.unlabelled_missing:
+            log.info("%s clips without a single label have no frame folder; they are left out.",
+                     release.describe_ids(plan.unlabelled_missing))
         if self.builder_config.pose:
             self._openpose_dir = self._openpose_dir or os.path.join(root, "OpenPose")
             if not os.path.isdir(self._openpose_dir):
@@ -165,10 +193,21 @@ manual dir:
                     "*_keypoints.json per clip id) and pass it as --openpose_dir, or build a config without _pose.")
         self.info.metadata["missing_clips"] = [c.clip_id for c in plan.missing]
         self.info.metadata["frame_source"] = self._frame_source
-        return {
+        self.info.metadata["has_votes"] = plan.has_votes
+        self.info.metadata["label_conflicts"] = [c for c, _, _ in plan.label_conflicts]
+        self.info.metadata["unannotated_clips"] = list(plan.unannotated)
+        self.info.metadata["left_out_clips"] = [c for c, _ in plan.left_out]
+        self.info.metadata["unlabelled_source"] = plan.unlabelled_source if self._unlabelled else "left out"
+        self.info.metadata["unlabelled_without_frames"] = list(plan.unlabelled_missing)
+        self.info.metadata["unlabelled_clips"] = 0  # counted as they are written
+        self.info.metadata["unlabelled_available"] = len(plan.unlabelled)
+        splits = {
             f"fold{k}": self._generate_examples(plan.by_fold(k))
             for k in range(1, release.NUM_FOLDS + 1)
         }
+        if self._unlabelled and plan.unlabelled:  # no empty split when the release has none
+            splits["unlabelled"] = self._generate_examples(plan.unlabelled)
+        return splits
 
     def _encode_clip(self, entry: release.ClipEntry):
         size = self.builder_config.frame_size
@@ -181,6 +220,7 @@ manual dir:
             "clip_id": entry.clip_id,
             "num_frames": num_frames,
             "fold": entry.fold,
+            "votes": self.plan.votes_of(entry.clip_id),
         }
         if self.builder_config.pose:
             example["keypoints"] = self._keypoints(entry, num_frames)
@@ -221,9 +261,12 @@ manual dir:
                     continue
                 if self.no_pose:
                     self.info.metadata["clips_without_openpose"] = sorted(set(self.no_pose))
-                counts = self.info.metadata.setdefault("class_counts", {})
-                fold_counts = counts.setdefault(f"fold{entry.fold}", [0] * len(release.CLASS_NAMES))
-                fold_counts[entry.label] += 1
+                if entry.label == release.UNLABELLED:
+                    self.info.metadata["unlabelled_clips"] = self.info.metadata.get("unlabelled_clips", 0) + 1
+                else:  # class counts of the labelled clips only
+                    counts = self.info.metadata.setdefault("class_counts", {})
+                    fold_counts = counts.setdefault(f"fold{entry.fold}", [0] * len(release.CLASS_NAMES))
+                    fold_counts[entry.label] += 1
                 yield entry.clip_id, example
 
 

@@ -1,7 +1,8 @@
-"""Reading the official DFEW release: split CSVs, frame folders and 16-frame sampling.
+"""Reading the official DFEW release: split CSVs, the vote annotation, frame folders and 16-frame sampling.
 
-Everything here is plain Python + numpy + Pillow (no TFDS, no JAX), so the same code plans a
-build, checks a user's copy of DFEW, and is tested on small generated trees.
+Everything here is plain Python + numpy + Pillow (+ openpyxl for the annotation workbook; no TFDS,
+no JAX), so the same code plans a build, checks a user's copy of DFEW, and is tested on small
+generated trees.
 
 Layout (see DFEW.md)::
 
@@ -9,6 +10,21 @@ Layout (see DFEW.md)::
     <root>/Clip/clip_224x224/<id>/*.jpg          variable length, sampled to 16 here
     <root>/EmoLabel_DataSplit/train(single-labeled)/set_{1..5}.csv
     <root>/EmoLabel_DataSplit/test(single-labeled)/set_{1..5}.csv
+    <root>/Annotation/annotation.xlsx            optional: 7 vote counts + single label per clip
+
+The annotation workbook as released has one row per clip with the columns
+`1happy, 2sad, 3neutral, 4angry, 5surprise, 6disgust, 7fear, order, label`: the votes of ten
+annotators per class (official order = training order), the clip number (`order`, unpadded) and
+the single label (1..7, or 0 for a clip without a single label: a multi-labelled clip).
+`read_annotation` finds these columns by name, so reordered, renamed (`Happy`, `anger`,
+`video_name`, ...) or extra columns are fine.
+
+Clips without a single label (`ReleasePlan.unlabelled`, label -1, fold 0) come from the
+annotation's label-0 rows that have a frame folder. A release without `Annotation/` still builds:
+its votes are all zero and, as a fallback, every clip folder that no split CSV lists counts as
+unlabelled. Where a split CSV and the annotation disagree on a clip's label, the CSV wins (the
+folds are defined by the CSVs): the clip keeps its CSV label and the disagreement is logged and
+kept in `ReleasePlan.label_conflicts`.
 """
 
 from __future__ import annotations
@@ -16,6 +32,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -31,6 +48,14 @@ SPLIT_DIR = "EmoLabel_DataSplit"
 TRAIN_DIR = "train(single-labeled)"
 TEST_DIR = "test(single-labeled)"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+ANNOTATION_DIR = "Annotation"
+ANNOTATION_FILE = "annotation.xlsx"
+# Header of the released workbook: 7 vote columns (official label order), clip number, single label.
+ANNOTATION_COLUMNS = ("1happy", "2sad", "3neutral", "4angry", "5surprise", "6disgust", "7fear", "order", "label")
+UNLABELLED = -1  # label of a clip without a single label (TFDS ClassLabel accepts -1)
+UNLABELLED_FOLD = 0
+
+log = logging.getLogger(__name__)
 
 
 class ReleaseError(ValueError):
@@ -106,9 +131,194 @@ def read_split_csv(path: str) -> dict[str, int]:
     return out
 
 
+def annotation_path(root: str) -> str:
+    """Where the release keeps its vote annotation: <root>/Annotation/annotation.xlsx."""
+    return os.path.join(root, ANNOTATION_DIR, ANNOTATION_FILE)
+
+
+# Header names, compared after lower-casing and dropping everything but letters ('1happy' -> 'happy').
+_VOTE_NAMES = (
+    ("happy", "happiness", "joy"),
+    ("sad", "sadness"),
+    ("neutral",),
+    ("angry", "anger"),
+    ("surprise", "surprised"),
+    ("disgust", "disgusted"),
+    ("fear", "fearful"),
+)
+_ID_NAMES = ("order", "videoname", "clipid", "clipname", "clip", "video", "videoid", "name", "id")
+_LABEL_NAMES = ("label", "singlelabel", "annotation")
+_HEADER_SEARCH_ROWS = 10
+_EXPECTED_HEADER = ", ".join(ANNOTATION_COLUMNS)
+
+
+def _header_key(cell) -> str:
+    return re.sub(r"[^a-z]", "", str(cell).lower()) if cell is not None else ""
+
+
+def _find_header(row: Sequence) -> dict[str, list[int]] | None:
+    """Column indices per role ('vote0'..'vote6', 'id', 'label') in a header row; None if it is not one."""
+    keys = [_header_key(c) for c in row]
+    votes = {}
+    for col, key in enumerate(keys):
+        for k, names in enumerate(_VOTE_NAMES):
+            if key in names:
+                votes.setdefault(k, []).append(col)
+    if len(votes) < 3:  # not a header row (or only a stray word)
+        return None
+    roles = {f"vote{k}": cols for k, cols in votes.items()}
+    for role, names in (("id", _ID_NAMES), ("label", _LABEL_NAMES)):
+        for name in names:  # the first name in priority order that is present wins
+            cols = [col for col, key in enumerate(keys) if key == name]
+            if cols:
+                roles[role] = cols
+                break
+    return roles
+
+
+def _cell_int(value, *, where: str, what: str) -> int:
+    """A whole number from a workbook cell (int, integral float, or text such as '3' or '3.0')."""
+    if isinstance(value, bool):
+        raise ReleaseError(f"{where}: {what} is {value!r}, not a whole number.")
+    if isinstance(value, int):
+        return value
+    number = None
+    if isinstance(value, float):
+        number = value
+    elif isinstance(value, str) and value.strip():
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = None
+    if number is None or number != number or number != int(number):
+        shown = "empty" if value is None or (isinstance(value, str) and not value.strip()) else repr(value)
+        raise ReleaseError(f"{where}: {what} is {shown}, not a whole number.")
+    return int(number)
+
+
+def read_annotation(path: str) -> dict[str, tuple[np.ndarray, int]]:
+    """Reads DFEW's Annotation/annotation.xlsx into {clip_id (5 digits): (votes int32[7], label 0..7)}.
+
+    votes are the annotators' counts per class in training order (happy, sad, neutral, angry,
+    surprise, disgust, fear); label is the official single label 1..7, or 0 for a clip without one.
+    The header row is found by name among the first rows of each sheet (the first sheet that has
+    one is read): the 7 emotion columns ('1happy'..'7fear', 'Happy', 'anger', ... any case), the
+    clip id ('order', 'video_name', 'clip_id', ...; ids with or without zero padding) and the
+    label ('label'). Other columns and empty rows are ignored.
+
+    Raises:
+      ReleaseError: naming the file and row, for an unreadable workbook, missing columns, a vote
+        that is not a whole number >= 0, a label outside 0..7, or a clip listed twice.
+    """
+    if not os.path.isfile(path):
+        raise ReleaseError(f"{path}: annotation file not found.")
+    try:
+        import openpyxl
+    except ImportError:
+        raise ReleaseError(
+            f"{path}: reading the vote annotation needs openpyxl (pip install openpyxl), or move the file "
+            "away to build without votes."
+        ) from None
+    restore = (
+        "Restore Annotation/annotation.xlsx from the DFEW release, or move it out of the release folder to "
+        "build without votes (clips no split CSV lists then count as unlabelled)."
+    )
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as e:  # openpyxl raises zip, XML and its own errors for damaged files
+        raise ReleaseError(
+            f"{path}: cannot be read as an .xlsx workbook ({type(e).__name__}: {e}). {restore}"
+        ) from None
+    try:
+        found = None
+        for sheet in book.worksheets:
+            sheet.reset_dimensions()  # do not trust a stale <dimension> tag: read every stored row
+            rows = sheet.iter_rows(values_only=True)
+            for row_no, row in enumerate(rows, start=1):
+                if row_no > _HEADER_SEARCH_ROWS:
+                    break
+                roles = _find_header(row)
+                if roles is not None:
+                    found = (sheet, row_no, roles, rows)
+                    break
+            if found:
+                break
+        if found is None:
+            raise ReleaseError(
+                f"{path}: no header row with the emotion vote columns in the first {_HEADER_SEARCH_ROWS} rows of "
+                f"any sheet; expected the columns {_EXPECTED_HEADER}. {restore}"
+            )
+        sheet, header_row, roles, rows = found
+        where_header = f"{path}, sheet {sheet.title!r}, row {header_row}"
+        needed = [f"vote{k}" for k in range(len(CLASS_NAMES))] + ["id", "label"]
+        shown = {f"vote{k}": ANNOTATION_COLUMNS[k] for k in range(len(CLASS_NAMES))}
+        shown.update(id=f"{ANNOTATION_COLUMNS[7]} (clip id)", label=ANNOTATION_COLUMNS[8])
+        absent = [shown[r] for r in needed if r not in roles]
+        if absent:
+            raise ReleaseError(
+                f"{where_header}: the header has no column for {', '.join(absent)}; expected the columns "
+                f"{_EXPECTED_HEADER}. {restore}"
+            )
+        doubled = [shown[r] for r in needed if len(roles[r]) > 1]
+        if doubled:
+            raise ReleaseError(
+                f"{where_header}: more than one column could be {', '.join(doubled)}; keep one of each. {restore}"
+            )
+        columns = {r: roles[r][0] for r in needed}
+        out: dict[str, tuple[np.ndarray, int]] = {}
+        first_row: dict[str, int] = {}
+        for row_no, row in enumerate(rows, start=header_row + 1):
+            if not any(c is not None and str(c).strip() for c in row):
+                continue
+            where = f"{path}, sheet {sheet.title!r}, row {row_no}"
+
+            def cell(role, row=row):
+                col = columns[role]
+                return row[col] if col < len(row) else None
+
+            raw_id = cell("id")
+            if raw_id is None or not str(raw_id).strip():
+                raise ReleaseError(f"{where}: no clip id in column {ANNOTATION_COLUMNS[7]!r}. {restore}")
+            if isinstance(raw_id, float) and raw_id.is_integer():
+                raw_id = int(raw_id)
+            clip_id = normalize_clip_id(raw_id, where=where)
+            if clip_id in out:
+                raise ReleaseError(
+                    f"{where}: clip {clip_id} is listed twice (also in row {first_row[clip_id]}). {restore}"
+                )
+            votes = np.zeros(len(CLASS_NAMES), np.int32)
+            for k, name in enumerate(CLASS_NAMES):
+                value = _cell_int(cell(f"vote{k}"), where=where, what=f"the {name} vote count of clip {clip_id}")
+                if value < 0:
+                    raise ReleaseError(
+                        f"{where}: the {name} vote count of clip {clip_id} is {value}; votes are >= 0. {restore}"
+                    )
+                votes[k] = value
+            label = _cell_int(cell("label"), where=where, what=f"the label of clip {clip_id}")
+            if not 0 <= label <= len(CLASS_NAMES):
+                raise ReleaseError(
+                    f"{where}: the label of clip {clip_id} is {label}, outside 0..7 (0 = no single label; 1 Happy, "
+                    f"2 Sad, 3 Neutral, 4 Angry, 5 Surprise, 6 Disgust, 7 Fear). {restore}"
+                )
+            out[clip_id] = (votes, label)
+            first_row[clip_id] = row_no
+        if not out:
+            raise ReleaseError(f"{where_header}: the annotation has a header but no clips. {restore}")
+        return out
+    finally:
+        book.close()
+
+
+def describe_ids(ids: Sequence[str], limit: int = 10) -> str:
+    """'3 (first: 00004, 00009, 00012)' style text for a list of clip ids."""
+    ids = list(ids)
+    more = f" (+{len(ids) - limit} more)" if len(ids) > limit else ""
+    return f"{len(ids)} ({', '.join(ids[:limit])}{more})"
+
+
 @dataclasses.dataclass(frozen=True)
 class ClipEntry:
-    """One single-labelled clip: its id, label 0..6, test fold 1..5 and its frame folder (or None)."""
+    """One clip: id, label 0..6 (-1: no single label), test fold 1..5 (0: unlabelled) and frame folder (or None)."""
 
     clip_id: str
     label: int
@@ -119,11 +329,30 @@ class ClipEntry:
 
 @dataclasses.dataclass
 class ReleasePlan:
-    """What a build will do: the clips per fold, and the listed clips without frames."""
+    """What a build will do: the labelled clips per fold, the unlabelled clips, votes, and what is left out."""
 
     root: str
-    clips: list[ClipEntry]
+    clips: list[ClipEntry]  # single-labelled (listed in the CSVs) with a frame folder
     missing: list[ClipEntry]  # listed in a CSV but no frame folder anywhere
+    unlabelled: list[ClipEntry] = dataclasses.field(default_factory=list)  # label -1, fold 0, with frames
+    unlabelled_missing: list[str] = dataclasses.field(default_factory=list)  # annotation label 0, no frames
+    votes: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # id -> int32[7], training order
+    annotation_path: str | None = None  # the annotation workbook read; None: the release has none
+    unlabelled_source: str = "none"  # 'annotation', 'clip folders' (no annotation) or 'none'
+    label_conflicts: list[tuple[str, int, int]] = dataclasses.field(default_factory=list)
+    # ^ (clip id, CSV label 1..7, annotation label 0..7); the clip keeps its CSV label
+    unannotated: list[str] = dataclasses.field(default_factory=list)  # listed clips without an annotation row
+    left_out: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (id, reason): folders in no split
+
+    @property
+    def has_votes(self) -> bool:
+        """Whether vote counts were read (the release has Annotation/annotation.xlsx)."""
+        return self.annotation_path is not None
+
+    def votes_of(self, clip_id: str) -> np.ndarray:
+        """The clip's 7 vote counts int32[7] (training order); zeros without an annotation row."""
+        votes = self.votes.get(clip_id)
+        return np.zeros(len(CLASS_NAMES), np.int32) if votes is None else votes
 
     def by_fold(self, fold: int) -> list[ClipEntry]:
         return [c for c in self.clips if c.fold == fold]
@@ -159,14 +388,23 @@ def check_root(root: str) -> None:
 
 
 def plan_release(root: str, *, frame_source: str = "auto") -> ReleasePlan:
-    """Reads the ten split CSVs, checks them against each other, and finds each clip's frames.
+    """Reads the split CSVs and the vote annotation, checks them, and finds each clip's frames.
+
+    Labelled clips are those the ten CSVs list (label and fold from the CSVs). Unlabelled clips
+    (label -1, fold 0) are the annotation's label-0 clips that no CSV lists and that have a frame
+    folder; without Annotation/annotation.xlsx, every clip folder no CSV lists. Votes come from
+    the annotation (zeros for a clip without a row, all zeros without the file). Inconsistencies
+    that do not stop a build are logged with counts and first ids, and kept in the plan:
+    `label_conflicts` (CSV label != annotation label; the CSV wins), `unannotated` (listed clips
+    without an annotation row), `left_out` (clip folders stored in no split: a single label in
+    the annotation but in no CSV, or in neither the annotation nor a CSV).
 
     Args:
-      root: the release root (holds EmoLabel_DataSplit/ and Clip/).
+      root: the release root (holds EmoLabel_DataSplit/ and Clip/, optionally Annotation/).
       frame_source: 'auto' (16f folder when present, else the variable-length one),
         'clip_224x224_16f' or 'clip_224x224' (only that folder).
     Raises:
-      ReleaseError: on inconsistent or unreadable CSVs (the message names the file and clip).
+      ReleaseError: on inconsistent or unreadable CSVs or annotation (the message names the file and clip).
     """
     check_root(root)
     if frame_source not in ("auto",) + FRAME_FOLDERS:
@@ -216,13 +454,67 @@ def plan_release(root: str, *, frame_source: str = "auto") -> ReleasePlan:
     for f in folders:
         base = os.path.join(root, "Clip", f)
         listings[f] = set(os.listdir(base)) if os.path.isdir(base) else set()
+
+    def find(clip_id):
+        source = next((f for f in folders if clip_id in listings[f]), None)
+        return (os.path.join(root, "Clip", source, clip_id) if source else None), source
+
     clips, missing = [], []
     for clip_id in sorted(fold_of):
-        source = next((f for f in folders if clip_id in listings[f]), None)
-        frame_dir = os.path.join(root, "Clip", source, clip_id) if source else None
+        frame_dir, source = find(clip_id)
         entry = ClipEntry(clip_id, label_of[clip_id], fold_of[clip_id], frame_dir, source)
         (clips if source else missing).append(entry)
-    return ReleasePlan(root=root, clips=clips, missing=missing)
+    plan = ReleasePlan(root=root, clips=clips, missing=missing)
+
+    # Clip folders named like DFEW's (5 digits) that no CSV lists.
+    unlisted = sorted({n for names in listings.values() for n in names if len(n) == 5 and n.isdigit()} - set(fold_of))
+    path = annotation_path(root)
+    if os.path.isfile(path):
+        annotation = read_annotation(path)
+        plan.annotation_path = path
+        plan.unlabelled_source = "annotation"
+        plan.votes = {clip_id: votes for clip_id, (votes, _) in annotation.items()}
+        candidates = sorted(c for c, (_, label) in annotation.items() if label == 0 and c not in fold_of)
+        plan.label_conflicts = [
+            (c, label_of[c] + 1, annotation[c][1]) for c in sorted(fold_of)
+            if c in annotation and annotation[c][1] != label_of[c] + 1
+        ]
+        plan.unannotated = [c for c in sorted(fold_of) if c not in annotation]
+        for c in unlisted:
+            if c not in annotation:
+                plan.left_out.append((c, f"no row in {ANNOTATION_DIR}/{ANNOTATION_FILE} and in no split CSV"))
+            elif annotation[c][1] != 0:
+                plan.left_out.append((c, f"single label {annotation[c][1]} in {ANNOTATION_DIR}/{ANNOTATION_FILE} "
+                                         "but in no split CSV"))
+    else:
+        candidates = unlisted
+        plan.unlabelled_source = "clip folders" if unlisted else "none"
+    for clip_id in candidates:
+        frame_dir, source = find(clip_id)
+        if source is None:
+            plan.unlabelled_missing.append(clip_id)
+        else:
+            plan.unlabelled.append(ClipEntry(clip_id, UNLABELLED, UNLABELLED_FOLD, frame_dir, source))
+    if plan.annotation_path and not plan.unlabelled and not plan.unlabelled_missing:
+        plan.unlabelled_source = "none"
+    _log_inconsistencies(plan)
+    return plan
+
+
+def _log_inconsistencies(plan: ReleasePlan) -> None:
+    where = plan.annotation_path
+    if plan.label_conflicts:
+        first = ", ".join(f"{c} (CSV {a}, annotation {b})" for c, a, b in plan.label_conflicts[:5])
+        log.warning(
+            "%s: %d clips have another label in the split CSVs than in the annotation; the CSV label is kept "
+            "(first: %s).", where, len(plan.label_conflicts), first)
+    if plan.unannotated:
+        log.warning("%s: %s listed clips have no row; their votes are stored as zeros.",
+                    where, describe_ids(plan.unannotated))
+    if plan.left_out:
+        reasons = sorted({reason for _, reason in plan.left_out})
+        log.warning("%s clip folders are stored in no split (%s).",
+                    describe_ids([c for c, _ in plan.left_out]), "; ".join(reasons))
 
 
 _LAST_INT = re.compile(r"(\d+)(?!.*\d)")

@@ -1,11 +1,18 @@
-"""Synthetic DFEW-layout generator: drawn face clips, split CSVs and OpenPose JSON, no download.
+"""Synthetic DFEW-layout generator: drawn face clips, split CSVs, vote annotation and OpenPose JSON, no download.
 
 Writes a tree laid out exactly like the official DFEW release (see DFEW.md):
 
     DIR/Clip/clip_224x224/<id>/<id>_<k>.jpg        variable length (11..60 frames), k = 00001..
     DIR/Clip/clip_224x224_16f/<id>/<id>_<k>.jpg    the same clip resampled to 16 frames
     DIR/EmoLabel_DataSplit/{train,test}(single-labeled)/set_{1..5}.csv   (video_name,label)
+    DIR/Annotation/annotation.xlsx     one row per clip id: 1happy..7fear (votes), order, label
     DIR/OpenPose/<id>/<id>_<000000000000..>_keypoints.json               one per frame
+
+The annotation has the released workbook's columns: the votes of 10 annotators per class
+(official label order), the clip number (`order`, unpadded) and the single label (1..7; 0 for a
+multi-labelled clip). A single-labelled clip has 7..10 votes for its class and the rest scattered
+over the others; a multi-labelled clip's votes follow its blend weights (at most 6 per class) and
+its label is 0. Votes are drawn from `clip_rng(seed, clip, 2)`, so they never change the frames.
 
 Each clip is a procedurally drawn face whose expression (mouth, brows, eyes, cheek folds, brow
 furrow, nose wrinkle) follows its class with an onset -> apex -> partial offset time course;
@@ -15,9 +22,10 @@ carries no class information. Every clip has its own `np.random.Generator` seede
 (seed, clip number): the tree is byte-identical for the same arguments and generation can run
 in parallel in any order.
 
-Python API: `generate`, `draw_clip`, `openpose_frames`, `write_split_csvs`, `resample_indices`,
-`clip_rng`. Class order is the project's (index 0..6: happy, sad, neutral, angry, surprise,
-disgust, fear); CSVs hold the official labels 1..7 (index + 1).
+Python API: `generate`, `draw_clip`, `openpose_frames`, `write_split_csvs`, `annotation_votes`,
+`write_annotation`, `resample_indices`, `clip_rng`. Class order is the project's (index 0..6:
+happy, sad, neutral, angry, surprise, disgust, fear); CSVs hold the official labels 1..7
+(index + 1).
 CLI: `python -m tfds_dfew.synthetic --out DIR --clips N --seed S [--frame_size 224] ...`
 """
 
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime
 import io
 import json
 import multiprocessing
@@ -32,6 +41,7 @@ import os
 import shutil
 import sys
 import time
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -52,6 +62,10 @@ SPLIT_DIR = "EmoLabel_DataSplit"
 TRAIN_DIR = "train(single-labeled)"
 TEST_DIR = "test(single-labeled)"
 OPENPOSE_DIR = "OpenPose"
+ANNOTATION_DIR = "Annotation"
+ANNOTATION_FILE = "annotation.xlsx"
+ANNOTATION_HEADER = ("1happy", "2sad", "3neutral", "4angry", "5surprise", "6disgust", "7fear", "order", "label")
+NUM_ANNOTATORS = 10
 NUM_FOLDS = 5
 
 # ----------------------------------------------------------------------------- expressions
@@ -647,6 +661,76 @@ def write_split_csvs(root: str | os.PathLike, folds: Mapping[int, Sequence[tuple
     return paths
 
 
+# ----------------------------------------------------------------------------- annotation
+def annotation_votes(rng: np.random.Generator, label, num_annotators: int = NUM_ANNOTATORS) -> np.ndarray:
+    """Vote counts int64[7] (project class order) of `num_annotators` annotators for one clip.
+
+    label: class index 0..6 -> a clear majority (more than 60% of the votes, at least
+    floor(0.6 n) + 1) for that class, the rest scattered over the other six classes; or float[7]
+    blend weights (a multi-labelled clip) -> the largest-remainder rounding of n * weights.
+    """
+    if np.ndim(label) == 0:
+        index = int(label)
+        if not 0 <= index < NUM_CLASSES:
+            raise ValueError(f"label must be a class index 0..6, got {label}")
+        majority = int(rng.integers(int(0.6 * num_annotators) + 1, num_annotators + 1))
+        others = np.delete(np.arange(NUM_CLASSES), index)
+        votes = np.bincount(rng.choice(others, num_annotators - majority), minlength=NUM_CLASSES)
+        votes[index] = majority
+        return votes.astype(np.int64)
+    return _largest_remainder(num_annotators, _class_weights(label)).astype(np.int64)
+
+
+def _fixed_time_xlsx(book) -> bytes:
+    """The workbook as .xlsx bytes that do not depend on the clock (fixed document and zip times)."""
+    from openpyxl.writer.excel import ExcelWriter
+
+    stamp = datetime.datetime(2020, 1, 1)
+    book.properties.created = book.properties.modified = stamp
+    raw = io.BytesIO()
+    with zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
+        ExcelWriter(book, archive).write_data()
+    out = io.BytesIO()
+    with zipfile.ZipFile(raw) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            fixed.compress_type = zipfile.ZIP_DEFLATED
+            dst.writestr(fixed, src.read(info.filename))
+    return out.getvalue()
+
+
+def write_annotation(root: str | os.PathLike, rows: Mapping[str, tuple[Sequence[int], int]],
+                     pad_ids: bool = False) -> str:
+    """Writes Annotation/annotation.xlsx under `root`; returns its path.
+
+    rows: clip id -> (7 vote counts in project class order, official label 1..7 or 0 for no
+    single label). One sheet, header ANNOTATION_HEADER, rows sorted by clip number; `order` holds
+    the clip number as an integer (or the zero-padded text when pad_ids). The bytes depend only
+    on the rows.
+    """
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "Sheet1"
+    sheet.append(list(ANNOTATION_HEADER))
+    for clip_id in sorted(rows, key=int):
+        votes, label = rows[clip_id]
+        votes = [int(v) for v in votes]
+        if len(votes) != NUM_CLASSES or min(votes) < 0:
+            raise ValueError(f"clip {clip_id}: votes must be 7 counts >= 0, got {votes}")
+        if not 0 <= int(label) <= NUM_CLASSES:
+            raise ValueError(f"clip {clip_id}: label {label} is not 0..7")
+        number = int(clip_id)
+        sheet.append(votes + [f"{number:05d}" if pad_ids else number, int(label)])
+    directory = os.path.join(os.fspath(root), ANNOTATION_DIR)
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, ANNOTATION_FILE)
+    with open(path, "wb") as fh:
+        fh.write(_fixed_time_xlsx(book))
+    return path
+
+
 # ----------------------------------------------------------------------------- the tree
 def _largest_remainder(total: int, probs: np.ndarray) -> np.ndarray:
     raw = probs * total
@@ -748,7 +832,7 @@ def _write_clip(task: tuple) -> int:
     return num_frames
 
 
-_OWNED = (CLIP_DIR, SPLIT_DIR, OPENPOSE_DIR)
+_OWNED = (CLIP_DIR, SPLIT_DIR, OPENPOSE_DIR, ANNOTATION_DIR)
 
 
 def _prepare_out_dir(out_dir: str, overwrite: bool) -> None:
@@ -770,7 +854,7 @@ def generate(out_dir: str | os.PathLike, num_clips: int, seed: int = 0, frame_si
              missing_frac: float = 0.03, short_frac: float = 0.05, multi_frac: float = 0.05,
              class_probs: Sequence[float] | None = None, openpose: bool = True,
              max_frames: int = 60, jpeg_quality: int = 90, overwrite: bool = False,
-             workers: int | None = None) -> dict:
+             workers: int | None = None, annotation: bool = True) -> dict:
     """Writes a synthetic DFEW release tree under out_dir and returns its summary.
 
     Args:
@@ -784,15 +868,19 @@ def generate(out_dir: str | os.PathLike, num_clips: int, seed: int = 0, frame_si
       openpose: also write OpenPose/<id>/ JSON per frame.
       max_frames: longest variable-length clip (lengths 16..max_frames, skewed short).
       workers: processes drawing clips; default 2 for large jobs, 1 (in-process) otherwise.
+      annotation: also write Annotation/annotation.xlsx (votes and single label of every id,
+        the listed clips without frames included).
 
-    Clip k is drawn from `clip_rng(seed, k)`; the OpenPose JSON from `clip_rng(seed, k, 1)`.
-    A non-empty out_dir is refused unless overwrite (which replaces only Clip/,
-    EmoLabel_DataSplit/ and OpenPose/).
+    Clip k is drawn from `clip_rng(seed, k)`; the OpenPose JSON from `clip_rng(seed, k, 1)`; its
+    annotation votes from `clip_rng(seed, k, 2)`. A non-empty out_dir is refused unless
+    overwrite (which replaces only Clip/, EmoLabel_DataSplit/, OpenPose/ and Annotation/).
 
     Returns a dict: out_dir, seed, frame_size, num_labelled, ids (all, sorted), labels
     {id: official label 1..7}, folds {id: test fold 1..5}, fold_counts
     {k: {'train', 'test'}}, class_counts {name: n}, fold_class_counts {k: [7 counts]},
-    missing_ids, short_ids, multi_ids, num_frames {id: T}, frames_written, seconds.
+    missing_ids, short_ids, multi_ids, num_frames {id: T}, votes {id: [7 vote counts]} and
+    annotation_labels {id: 1..7, or 0 for multi-labelled} (every id, also without annotation),
+    annotation_path (None without annotation), frames_written, seconds.
     """
     start = time.perf_counter()
     out_dir = os.fspath(out_dir)
@@ -816,6 +904,17 @@ def generate(out_dir: str | os.PathLike, num_clips: int, seed: int = 0, frame_si
     for cid in plan["labelled"]:
         folds[plan["folds"][cid]].append((cid, plan["labels"][cid]))
     write_split_csvs(out_dir, folds, pad_ids=False)
+    votes, annotation_labels = {}, {}
+    for cid in plan["ids"]:
+        if cid in plan["blends"]:
+            votes[cid] = annotation_votes(clip_rng(seed, cid, 2), plan["blends"][cid])
+            annotation_labels[cid] = 0
+        else:
+            votes[cid] = annotation_votes(clip_rng(seed, cid, 2), plan["labels"][cid] - 1)
+            annotation_labels[cid] = plan["labels"][cid]
+    annotation_path = None
+    if annotation:
+        annotation_path = write_annotation(out_dir, {c: (votes[c], annotation_labels[c]) for c in plan["ids"]})
 
     tasks = []
     for cid in plan["drawn"]:
@@ -855,6 +954,9 @@ def generate(out_dir: str | os.PathLike, num_clips: int, seed: int = 0, frame_si
         "short_ids": plan["short"],
         "multi_ids": plan["multi"],
         "num_frames": dict(plan["lengths"]),
+        "votes": {cid: v.tolist() for cid, v in votes.items()},
+        "annotation_labels": annotation_labels,
+        "annotation_path": annotation_path,
         "frames_written": int(written),
         "seconds": time.perf_counter() - start,
     }
@@ -873,6 +975,7 @@ def format_summary(summary: dict) -> str:
         f"  short clips (11..15 frames): {len(summary['short_ids'])}; frames written: "
         f"{summary['frames_written']} (+16 per clip in {FIXED_DIR})",
         "  class counts: " + ", ".join(f"{k} {v}" for k, v in summary["class_counts"].items()),
+        f"  annotation: {summary['annotation_path'] or 'not written'} ({NUM_ANNOTATORS} votes per clip)",
         "  fold   train  test   test per class (" + " ".join(n[:3] for n in CLASS_NAMES) + ")",
     ]
     for k, c in summary["fold_counts"].items():
@@ -900,6 +1003,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="7 comma-separated class frequencies (happy,sad,neutral,angry,"
                              "surprise,disgust,fear)")
     parser.add_argument("--no_openpose", action="store_true", help="skip OpenPose/ JSON")
+    parser.add_argument("--no_annotation", action="store_true", help="skip Annotation/annotation.xlsx")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--overwrite", action="store_true",
                         help=f"replace {', '.join(_OWNED)} in a non-empty --out")
@@ -912,7 +1016,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                            missing_frac=args.missing_frac, short_frac=args.short_frac,
                            multi_frac=args.multi_frac, class_probs=probs,
                            openpose=not args.no_openpose, max_frames=args.max_frames,
-                           overwrite=args.overwrite, workers=args.workers)
+                           overwrite=args.overwrite, workers=args.workers,
+                           annotation=not args.no_annotation)
     except (FileExistsError, NotADirectoryError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
