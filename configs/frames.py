@@ -36,7 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.modalities = ml_collections.ConfigDict()
     c.modalities.face = ml_collections.ConfigDict(
         {"input": "frames", "tokenizer": "cnn", "channels": (24, 48, 96, 192)})
-    c.data = ml_collections.ConfigDict({"crop_size": 96, "flip": True, "read_threads": 2, "prefetch": 4})
+    c.data.update({"crop_size": 96, "flip": True, "read_threads": 2, "prefetch": 4})  # sampler etc. as fusion.py
 
     c.optimizer.lr = 2e-3
     c.optimizer.warmup_steps = 30

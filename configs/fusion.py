@@ -5,9 +5,13 @@
     python -m fer_jax.train --config configs/fusion.py:face,generator=resnet18 --workdir runs/r18_f1
 
 The variant is a comma-separated list: a '+'-joined modality subset first (`face`, `pose`,
-`face+pose`), then optional key=value items: fold=1..5, generator=<name> (which cached
-features the face modality reads), features=<dfew_features setup name>.
-Extract the features first: python -m fer_jax.extract --config configs/extract.py:<generator>.
+`omnivec`, `external`, e.g. `face+pose+omnivec`), then optional key=value items: fold=1..5,
+generator=<name> (which cached features the face modality reads), features=<dfew_features setup
+name> (default: the generator's, with `_omnivec` / `_external` appended for those modalities),
+omnivec_run=<pretraining workdir> (fine-tune that OmniVec end to end instead of reading its
+extracted features).
+Extract the features first: python -m fer_jax.extract --config configs/extract.py:<generator>
+(then configs/extract.py:omnivec,run=... or configs/extract.py:npy,path=... for those modalities).
 """
 
 import ml_collections
@@ -22,17 +26,21 @@ def parse_variant(arg: str | None) -> tuple[list[str], dict[str, str]]:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     modalities, options = parse_variant(arg)
-    known = {"fold", "generator", "features"}
+    known = {"fold", "generator", "features", "omnivec_run"}
     if set(options) - known:
         raise ValueError(f"configs/fusion.py: unknown variant option(s) {sorted(set(options) - known)}; "
                          f"known: {sorted(known)}.")
     generator = options.get("generator", "mini_xception_fer")
+    omnivec_run = options.get("omnivec_run", "")  # fine-tune this pretraining run's OmniVec
+    # Cached features: the face generator's, plus the OmniVec / external keys extracted next to them.
+    default_features = (generator + ("_omnivec" if "omnivec" in modalities and not omnivec_run else "")
+                        + ("_external" if "external" in modalities else ""))
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.num_classes = 7
 
     c.dataset = ml_collections.ConfigDict()
-    c.dataset.name = f"dfew_features/{options.get('features', generator)}"
+    c.dataset.name = f"dfew_features/{options.get('features', default_features)}"
     c.dataset.data_dir = "~/tensorflow_datasets"
     c.dataset.fold = int(options.get("fold", 1))
 
@@ -40,7 +48,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "face": {"input": f"face_{generator}", "tokenizer": "linear", "generator": generator, "checkpoint": ""},
         # OpenPose keypoints carried in the features dataset (extract from a dfew/*_pose build)
         "pose": {"input": "keypoints", "tokenizer": "mlp", "generator": "", "checkpoint": ""},
+        # a pretrained OmniVec's per-frame embeddings, extracted once (configs/extract.py:omnivec)
+        "omnivec": {"input": "omnivec", "tokenizer": "linear", "generator": "omnivec", "checkpoint": ""},
+        # per-clip embeddings of an external model (configs/extract.py:npy)
+        "external": {"input": "external", "tokenizer": "linear", "generator": "npy", "checkpoint": ""},
     }
+    if omnivec_run:  # the OmniVec network itself, on its own inputs, fine-tuned with the transformer
+        available["omnivec"] = {"input": "", "tokenizer": "omnivec", "checkpoint": omnivec_run,
+                                "inputs": {"face": f"face_{generator}", "pose": "keypoints"}}
     unknown = [m for m in modalities if m not in available]
     if unknown:
         raise ValueError(f"configs/fusion.py: unknown modality {unknown}; available: {sorted(available)}.")
@@ -48,6 +63,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict({"crop_size": 0, "flip": False, "read_threads": 2, "prefetch": 8,
                                         "keypoint_min_confidence": 0.05})
+    # Training order: 'shuffle' (a new permutation of the split each epoch) or 'class_balanced' (a clip
+    # of class c drawn with probability proportional to n_c ** -balance_power: 1 makes every class
+    # equally frequent, 0 keeps the data's class frequencies).
+    c.data.sampler = "shuffle"
+    c.data.balance_power = 1.0
 
     c.model = ml_collections.ConfigDict()
     c.model.width = 128
@@ -70,11 +90,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.warmup_steps = 100
     c.optimizer.grad_clip_norm = 1.0
     c.optimizer.end_lr_factor = 0.01
-    c.optimizer.lr_multipliers = ()
+    # (regex over parameter paths, factor): the fine-tuned OmniVec learns at a tenth of the rate
+    c.optimizer.lr_multipliers = (("tokenizers/omnivec/omnivec/.*", 0.1),) if omnivec_run else ()
 
     c.loss = ml_collections.ConfigDict()
     c.loss.label_smoothing = 0.1
     c.loss.class_weights = ml_collections.FieldReference(None, field_type=list)
+    # Soft targets: weight lambda of the annotators' vote distribution in the target,
+    # (1 - lambda) * smoothed one-hot + lambda * votes / sum(votes). Needs a dataset with `votes`.
+    c.loss.soft_targets = 0.0
 
     c.batch_size = 32
     c.eval_batch_size = 64

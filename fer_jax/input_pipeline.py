@@ -15,7 +15,11 @@ checkpoint's step (`start_step`), also with a different number of processes or d
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
+import sys
+import threading
 from collections.abc import Iterator
 
 import grain
@@ -42,6 +46,16 @@ def open_source(config, split: str):
     `dfew/<frames config>` is the frames dataset; `dfew_features/<setup>` a cached-features dataset
     written by `python -m fer_jax.extract` (its generator setup must match config.modalities).
     """
+    return _split_source(open_builder(config), split, config.dataset.name, config.dataset.data_dir)
+
+
+def dataset_splits(config) -> list[str]:
+    """The stored splits of config.dataset ('fold1'..'fold5', and 'unlabelled' when built with it)."""
+    return sorted(open_builder(config).info.splits.keys())
+
+
+def open_builder(config):
+    """The TFDS builder of config.dataset (checked to exist; cached features checked against the config)."""
     import tensorflow_datasets as tfds
 
     import tfds_dfew.dfew  # noqa: F401  (registers the `dfew` builder)
@@ -56,7 +70,7 @@ def open_source(config, split: str):
                 f"cached features {name!r} are not in {data_dir}. Extract them first: python -m fer_jax.extract "
                 f"--config configs/extract.py:{name.split('/', 1)[1]}")
         check_feature_setup(config, builder)
-        return _split_source(builder, split, name, data_dir)
+        return builder
     how = f"Build it first: python -m tfds_dfew.build --manual_dir <DFEW release> --data_dir {data_dir}"
     try:
         builder = tfds.builder(name, data_dir=data_dir)
@@ -64,7 +78,7 @@ def open_source(config, split: str):
         raise DatasetNotFoundError(f"config.dataset.name={name!r} is not a known dataset ({str(e).splitlines()[0]}).") from None
     if not builder.is_prepared():
         raise DatasetNotFoundError(f"dataset {name!r} is not built in {data_dir}. {how}")
-    return _split_source(builder, split, name, data_dir)
+    return builder
 
 
 def _split_source(builder, split, name, data_dir):
@@ -80,10 +94,19 @@ class FeatureSetupError(ConfigError):
 
 def check_feature_setup(config, builder) -> None:
     """Refuses cached features whose keys, shapes or generators do not match config.modalities."""
+    from tfds_dfew import features as features_lib
+
     setup = dict(builder.info.metadata.get("setup", {}) or {})
     made = dict(setup.get("generators", {}))
-    available = sorted(k for k in builder.info.features.keys() if k not in ("label", "clip_id", "fold", "num_frames"))
+    available = sorted(k for k in builder.info.features.keys() if k not in features_lib.META_KEYS)
     for modality, spec in config.modalities.items():
+        if spec.get("inputs"):  # read in parts (OmniVec tokenizer): the parts must exist
+            lacking = sorted(set(dict(spec.inputs).values()) - set(available))
+            if lacking:
+                raise FeatureSetupError(
+                    f"modality {modality!r} reads features {lacking}, but {config.dataset.name} holds "
+                    f"{available}. Fix config.modalities.{modality}.inputs, or extract them.")
+            continue
         key = spec.input
         if key not in available:
             raise FeatureSetupError(
@@ -117,11 +140,32 @@ class Preprocessor:
     """
 
     def __init__(self, config, *, train: bool):
-        self.modalities = {name: spec.input for name, spec in config.modalities.items()}
+        # modality -> dataset key, or {part: dataset key} for a tokenizer that reads several
+        # (an OmniVec tokenizer: its parts come out as '<modality>/<part>' keys).
+        self.modalities = {name: (dict(spec.inputs) if spec.get("inputs") else spec.input)
+                           for name, spec in config.modalities.items()}
         self.crop = int(config.data.get("crop_size", 0) or 0)
         self.flip = bool(config.data.get("flip", True)) and train
         self.train = train
+        self.votes = train and float(config.get("loss", {}).get("soft_targets", 0.0) or 0.0) > 0
         self.min_confidence = float(config.data.get("keypoint_min_confidence", 0.05))
+
+    def _read(self, record, name: str, key: str, rng, out: dict) -> None:
+        """Puts modality `name` (dataset feature `key`) of `record` into `out`, with its frame mask if any."""
+        if key not in record:
+            raise ConfigError(
+                f"modality {name!r} reads dataset feature {key!r}, which this dataset lacks "
+                f"(it has {sorted(record)}). Fix config.modalities.{name.split('/')[0]}.input or the dataset."
+            )
+        value = record[key]
+        if key == "frames":
+            out[name] = self._frames(value, rng)
+        elif key == "keypoints":  # OpenPose points -> normalised per-frame vectors + frame mask
+            points = np.asarray(value, np.float32)
+            out[name] = keypoints.keypoint_features(points, min_confidence=self.min_confidence)
+            out[f"mask/{name}"] = (points[..., 2] >= self.min_confidence).any(axis=-1)
+        else:
+            out[name] = np.asarray(value, np.float32)
 
     def _frames(self, frames, rng: np.random.Generator | None):
         x = np.stack(frames) if isinstance(frames, list) else np.asarray(frames)
@@ -141,30 +185,50 @@ class Preprocessor:
     def __call__(self, record, rng: np.random.Generator | None = None) -> dict:
         out = {}
         for name, key in self.modalities.items():
-            if key not in record:
-                raise ConfigError(
-                    f"modality {name!r} reads dataset feature {key!r}, which this dataset lacks "
-                    f"(it has {sorted(record)}). Fix config.modalities.{name}.input or the dataset."
-                )
-            value = record[key]
-            if key == "frames":
-                out[name] = self._frames(value, rng)
-            elif key == "keypoints":  # OpenPose points -> normalised per-frame vectors + frame mask
-                points = np.asarray(value, np.float32)
-                out[name] = keypoints.keypoint_features(points, min_confidence=self.min_confidence)
-                out[f"mask/{name}"] = (points[..., 2] >= self.min_confidence).any(axis=-1)
+            if isinstance(key, dict):
+                for part, part_key in key.items():
+                    self._read(record, f"{name}/{part}", part_key, rng, out)
             else:
-                out[name] = np.asarray(value, np.float32)
+                self._read(record, name, key, rng, out)
         out["label"] = np.int32(record["label"])
         out["mask"] = np.bool_(True)
+        if self.votes:  # training with soft targets: the clip's vote counts, float32[C] in class order
+            if "votes" not in record:
+                raise ConfigError(
+                    f"config.loss.soft_targets needs the dataset feature 'votes' (it has {sorted(record)}).")
+            out["votes"] = np.asarray(record["votes"], np.float32)
         return out
 
 
-def example_shapes(config) -> dict[str, tuple[int, ...]]:
-    """Per-clip shape of each modality after preprocessing (reads one test record)."""
-    source = open_source(config, fold_split(config, "test"))
+def example_shapes(config, split: str | None = None) -> dict:
+    """Per-clip shape of each modality after preprocessing (reads one record of `split`, default the test fold).
+
+    A modality that reads several dataset features gets {part: shape}.
+    """
+    source = open_source(config, split or fold_split(config, "test"))
     example = Preprocessor(config, train=False)(source[0])
-    return {name: example[name].shape for name in config.modalities}
+    return {name: example[name].shape if name in example else
+            {k.split("/", 1)[1]: v.shape for k, v in example.items() if k.startswith(name + "/")}
+            for name in config.modalities}
+
+
+def model_inputs(batch: dict, modalities) -> tuple[dict, dict]:
+    """(inputs, masks) of the model from a flat batch.
+
+    inputs[m] is batch[m], or for a modality read in parts {part: batch['m/part'],
+    'mask/part': batch['mask/m/part']}; masks[m] is batch['mask/m'] where the batch has it.
+    """
+    inputs, masks = {}, {}
+    for m in modalities:
+        if m in batch:
+            inputs[m] = batch[m]
+        else:
+            inputs[m] = {k.split("/", 1)[1]: v for k, v in batch.items() if k.startswith(m + "/")}
+            inputs[m].update({"mask/" + k.split("/", 2)[2]: v for k, v in batch.items()
+                              if k.startswith(f"mask/{m}/")})
+        if f"mask/{m}" in batch:
+            masks[m] = batch[f"mask/{m}"]
+    return inputs, masks
 
 
 def _batch_size_per_process(global_batch: int, process_count: int) -> int:
@@ -176,16 +240,170 @@ def _batch_size_per_process(global_batch: int, process_count: int) -> int:
     return global_batch // process_count
 
 
-def train_dataset(config, *, process_index: int = 0, process_count: int = 1, start_step: int = 0) -> grain.IterDataset:
-    """Infinite, shuffled, augmented training batches of this process, from batch `start_step` on."""
-    source = open_source(config, fold_split(config, "train"))
+SAMPLERS = ("shuffle", "class_balanced")  # config.data.sampler
+
+
+class ClassBalancedSampler:
+    """The source index at each position of an infinite class-balanced stream: a pure function of (seed, position).
+
+    labels: int[N] of the source records. A clip of class c is drawn with probability proportional
+    to n_c ** -power (power 1: every class equally often; power 0: the data's class frequencies);
+    a class with no clip gets none, and clips labelled outside 0..C-1 (-1: unlabelled) are never
+    drawn. The stream is cut into epochs of E positions (E = the number of labelled clips). Epoch e
+    holds a fixed quota of each class, E * p_c rounded by largest remainder with
+    p_c ∝ n_c ** (1 - power), filled from fresh random permutations of that class's clips (so the
+    clips of a class come up as evenly as possible), in random order; all of epoch e's randomness
+    comes from numpy's Generator seeded with (seed, e). With power 0 an epoch is thus a random
+    permutation of the labelled clips. `sampler[i]` is the source index at position i; len() is
+    sys.maxsize, so `grain.MapDataset.source(sampler)` is the infinite stream of indices.
+    """
+
+    def __init__(self, labels, *, seed: int, power: float = 1.0, num_classes: int = 7):
+        labels = np.asarray(labels, np.int64).reshape(-1)
+        if not np.isfinite(power) or power < 0:
+            raise ConfigError(f"config.data.balance_power={power}: expected a number >= 0 (1: balanced classes, "
+                              "0: the data's class frequencies).")
+        self.seed = int(seed) % 2**64
+        self.num_classes = int(num_classes)
+        self.power = float(power)
+        labelled = (labels >= 0) & (labels < self.num_classes)
+        if (labels[~labelled] != -1).any():
+            bad = sorted(set(labels[~labelled].tolist()) - {-1})
+            raise ConfigError(f"training labels {bad[:5]} are outside 0..{self.num_classes - 1} "
+                              f"(config.num_classes={self.num_classes}).")
+        self.members = [np.flatnonzero(labels == c) for c in range(self.num_classes)]
+        self.counts = np.array([len(m) for m in self.members], np.int64)
+        self.epoch_size = int(self.counts.sum())
+        if self.epoch_size == 0:
+            raise ConfigError("config.data.sampler='class_balanced': the training split has no labelled clip.")
+        weights = np.zeros(self.num_classes)
+        present = self.counts > 0
+        weights[present] = self.counts[present].astype(np.float64) ** (1.0 - self.power)
+        self.class_probabilities = weights / weights.sum()
+        exact = self.epoch_size * self.class_probabilities
+        quotas = np.floor(exact).astype(np.int64)
+        remainder = np.where(present, exact - quotas, -1.0)
+        quotas[np.argsort(-remainder, kind="stable")[: self.epoch_size - int(quotas.sum())]] += 1
+        self.quotas = quotas
+        self._cache: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def epoch(self, e: int) -> np.ndarray:
+        """int64[E]: the source indices of positions [e*E, (e+1)*E)."""
+        with self._lock:
+            cached = self._cache.get(e)
+        if cached is not None:
+            return cached
+        rng = np.random.default_rng([self.seed, int(e)])
+        parts = []
+        for members, quota in zip(self.members, self.quotas):
+            if quota:
+                rounds = -(-int(quota) // len(members))
+                parts.append(np.concatenate([rng.permutation(members) for _ in range(rounds)])[:quota])
+        order = np.concatenate(parts)[rng.permutation(self.epoch_size)]
+        with self._lock:
+            self._cache[e] = order
+            while len(self._cache) > 4:  # positions are read nearly in order: keep the last few epochs
+                del self._cache[next(iter(self._cache))]
+        return order
+
+    def __getitem__(self, position: int) -> int:
+        e, i = divmod(int(position), self.epoch_size)
+        return int(self.epoch(e)[i])
+
+    def __len__(self) -> int:
+        return sys.maxsize
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in ("_cache", "_lock")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _cache={}, _lock=threading.Lock())
+
+
+def read_fields(source, keys) -> dict[str, np.ndarray]:
+    """{key: array[N, ...]}: small per-clip fields (e.g. 'label', 'votes') of every record of `source`.
+
+    A TFDS data source is read with its other features left undecoded (no frames are decoded).
+    """
+    import tensorflow_datasets as tfds
+
+    class Undecoded(tfds.decode.Decoder):
+        """Leaves a feature as stored (e.g. JPEG bytes)."""
+
+        def decode_example(self, serialized):
+            return serialized
+
+        decode_example_np = decode_batch_example_np = decode_ragged_example_np = decode_example
+
+    info = getattr(source, "dataset_info", None)
+    if info is not None and dataclasses.is_dataclass(source):
+        source = dataclasses.replace(source, decoders={k: Undecoded() for k in info.features.keys() if k not in keys})
+    n = len(source)
+    out = {k: [] for k in keys}
+    for start in range(0, n, 256):
+        positions = list(range(start, min(start + 256, n)))
+        records = source.__getitems__(positions) if hasattr(source, "__getitems__") else [source[i] for i in positions]
+        for k in keys:
+            out[k].extend(np.asarray(r[k]) for r in records)
+    return {k: np.stack(v) if v else np.zeros((0,)) for k, v in out.items()}
+
+
+def check_votes(config, source) -> None:
+    """Refuses soft targets (config.loss.soft_targets > 0) on a dataset without vote counts.
+
+    Without counts means: no `votes` feature (built before votes existed), or all of the split's
+    votes zero (built from a release without Annotation/annotation.xlsx). Clips whose votes sum
+    to 0 among others train on their hard target.
+    """
+    info = getattr(source, "dataset_info", None)
+    keys = sorted(info.features.keys()) if info is not None else sorted(source[0]) if len(source) else []
+    if "votes" in keys:
+        votes = read_fields(source, ("votes",))["votes"]
+        totals = votes.sum(-1) if votes.ndim == 2 else np.zeros(0)
+        if (totals > 0).any():
+            if not (totals > 0).all():
+                logging.getLogger(__name__).info(
+                    "soft targets: %d of %d training clips have no votes; they train on their hard target.",
+                    int((totals == 0).sum()), len(totals))
+            return
+        lacking = "has only zero vote counts"
+    else:
+        lacking = f"has no 'votes' feature (it has {keys})"
+    name, data_dir = config.dataset.name, config.dataset.data_dir
+    how = ("rebuild `dfew` from a DFEW release that has Annotation/annotation.xlsx "
+           f"(python -m tfds_dfew.build --manual_dir <DFEW release> --data_dir {data_dir})")
+    if name.split("/", 1)[0] == "dfew_features":
+        how += ", then extract the features again from it (python -m fer_jax.extract)"
+    raise ConfigError(
+        f"config.loss.soft_targets={config.loss.soft_targets} needs per-clip vote counts, but dataset {name!r} "
+        f"in {data_dir} {lacking}. To train with soft targets, {how}; or set config.loss.soft_targets=0.")
+
+
+def train_dataset(config, *, split: str | None = None, process_index: int = 0, process_count: int = 1,
+                  start_step: int = 0) -> grain.IterDataset:
+    """Infinite, shuffled, augmented training batches of this process, from batch `start_step` on.
+
+    split: the TFDS split string to read (default: the training split of config.dataset.fold).
+    config.data.sampler: 'shuffle' (a new permutation of the split each epoch) or 'class_balanced'
+    (`ClassBalancedSampler` over the records' labels, with power config.data.balance_power).
+    """
+    sampler = config.data.get("sampler", "shuffle")
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"config.data.sampler={sampler!r}: expected one of {list(SAMPLERS)}.")
+    source = open_source(config, split or fold_split(config, "train"))
+    if float(config.get("loss", {}).get("soft_targets", 0.0) or 0.0) > 0:
+        check_votes(config, source)
     local = _batch_size_per_process(int(config.batch_size), process_count)
-    ds = (
-        grain.MapDataset.source(source)
-        .shuffle(seed=int(config.seed))
-        .repeat()
-        .random_map(Preprocessor(config, train=True), seed=int(config.seed) + 1)
-    )
+    if sampler == "class_balanced":
+        labels = read_fields(source, ("label",))["label"]
+        indices = ClassBalancedSampler(labels, seed=int(config.seed),
+                                       power=float(config.data.get("balance_power", 1.0)),
+                                       num_classes=int(config.get("num_classes", 7)))
+        records = grain.MapDataset.source(indices).map(source.__getitem__)
+    else:
+        records = grain.MapDataset.source(source).shuffle(seed=int(config.seed)).repeat()
+    ds = records.random_map(Preprocessor(config, train=True), seed=int(config.seed) + 1)
     # Chunks of `local` consecutive positions; global batch k = chunks kP..kP+P-1 in process order,
     # so every process count sees the same global batches, row for row.
     ds = ds.batch(local, drop_remainder=True)[process_index::process_count][int(start_step):]

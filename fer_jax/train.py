@@ -111,9 +111,9 @@ class Trainer:
     eval_step: Any
 
 
-def init_state(config, input_shapes):
-    """(graphdef, state) with state = {'params', 'model_state', 'opt_state', 'step'}."""
-    model = registry.build_model(config, input_shapes, seed=int(config.seed))
+def init_state(config, input_shapes, build=registry.build_model):
+    """(graphdef, tx, state) with state = {'params', 'model_state', 'opt_state', 'step'}; `build` makes the model."""
+    model = build(config, input_shapes, seed=int(config.seed))
     graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
     tx = make_optimizer(config)
     state = {"params": params, "model_state": model_state, "opt_state": tx.init(params),
@@ -131,19 +131,27 @@ def make_trainer(config, graphdef, tx, mesh) -> Trainer:
     smoothing = float(config.loss.get("label_smoothing", 0.0))
     class_weights = config.loss.get("class_weights", None)
     class_weights = None if class_weights is None else np.asarray(class_weights, np.float32)
+    soft_targets = float(config.loss.get("soft_targets", 0.0) or 0.0)  # weight of the vote distribution
+    if not 0.0 <= soft_targets <= 1.0:
+        raise ConfigError(f"config.loss.soft_targets={soft_targets}: expected a weight in [0, 1] (0: hard labels).")
     skip_nonfinite = bool(config.get("skip_nonfinite_batches", False))
     schedule = learning_rate_schedule(config)
 
     def train_step(state, batch, key):
-        inputs = {m: batch[m] for m in modalities}
-        masks = {m: batch[f"mask/{m}"] for m in modalities if f"mask/{m}" in batch}
+        inputs, masks = input_pipeline.model_inputs(batch, modalities)
 
         def loss_fn(params, model_state):
             model = nnx.merge(graphdef, params, model_state, copy=True)
             logits = model(inputs, masks, train=True, rngs=nnx.Rngs(dropout=key))
-            loss = losses.cross_entropy(logits, batch["label"], num_classes=num_classes,
-                                        label_smoothing=smoothing, class_weights=class_weights,
-                                        mask=batch["mask"])
+            if soft_targets:
+                target = losses.targets(batch["label"], num_classes=num_classes, label_smoothing=smoothing,
+                                        votes=batch["votes"], soft_targets=soft_targets)
+                loss = losses.soft_cross_entropy(logits, target, labels=batch["label"],
+                                                 class_weights=class_weights, mask=batch["mask"])
+            else:
+                loss = losses.cross_entropy(logits, batch["label"], num_classes=num_classes,
+                                            label_smoothing=smoothing, class_weights=class_weights,
+                                            mask=batch["mask"])
             return loss, (logits, nnx.state(model, nnx.Not(nnx.Param)))
 
         (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -163,8 +171,8 @@ def make_trainer(config, graphdef, tx, mesh) -> Trainer:
 
     def eval_step(state, batch):
         model = nnx.merge(graphdef, state["params"], state["model_state"])
-        masks = {m: batch[f"mask/{m}"] for m in modalities if f"mask/{m}" in batch}
-        logits = model({m: batch[m] for m in modalities}, masks, train=False)
+        inputs, masks = input_pipeline.model_inputs(batch, modalities)
+        logits = model(inputs, masks, train=False)
         return metrics.confusion_matrix_jax(batch["label"], logits, batch["mask"], num_classes)
 
     repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
