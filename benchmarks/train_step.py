@@ -261,14 +261,14 @@ def build_features_dataset(root: str, num_clips: int, feature_dims=None) -> str:
     build.build(release_dir, data_dir, config="frames64", num_workers=1)
     rng = np.random.default_rng(0)
 
-    def compute(frames):
-        return {k: rng.normal(size=(frames.shape[0], NUM_FRAMES, f)).astype(np.float32) for k, f in dims.items()}
+    def compute(records):
+        return {k: rng.normal(size=(len(records), NUM_FRAMES, f)).astype(np.float32) for k, f in dims.items()}
 
     shapes = {k: (NUM_FRAMES, f) for k, f in dims.items()}
     cfg = features_lib.FeaturesConfig(name="bench", version=features_lib.DfewFeatures.VERSION, feature_shapes=shapes,
                                       setup={"source": "dfew/frames64", "generators": {}})
-    builder = features_lib.DfewFeatures(config=cfg, data_dir=data_dir, source_name="dfew/frames64",
-                                        source_data_dir=data_dir, compute=compute, batch_size=16)
+    builder = features_lib.DfewFeatures(config=cfg, data_dir=data_dir, source=tfds.builder("dfew/frames64", data_dir=data_dir),
+                                        compute=compute, batch_size=16)
     builder.download_and_prepare(file_format="array_record",
                                  download_config=tfds.download.DownloadConfig(try_download_gcs=False))
     return data_dir

@@ -1,13 +1,23 @@
-"""Feature extraction setups: which generators turn `dfew` frames into cached features.
+"""Feature extraction setups: which generators turn a source dataset into cached features.
 
     python -m fer_jax.extract --config configs/extract.py:mini_xception_fer
     python -m fer_jax.extract --config configs/extract.py:resnet18 --config.generators.face_resnet18.weights=PATH.pth
     python -m fer_jax.extract --config configs/extract.py:mini_xception_fer+resnet18 ...
+    python -m fer_jax.extract --config configs/extract.py:omnivec,run=runs/omnivec
+    python -m fer_jax.extract --config configs/extract.py:npy,path=~/my_embeddings,features=mini_xception_fer
 
-Variant = generator names joined by '+', then optional `,source=<dfew config>` (default
-frames112; use e.g. frames112_pose to carry OpenPose keypoints along with the features). Each
-generator becomes the feature key `face_<generator>`.
-To extract a fine-tuned generator, set `--config.generators.face_<generator>.checkpoint=<run workdir>`
+Variant = generator names joined by '+', then optional key=value items:
+  source=<dfew config>   frame generators read `dfew/<source>` (default frames112; e.g.
+                         frames112_pose carries the OpenPose keypoints along). Each frame generator
+                         becomes the feature key `face_<generator>`.
+  run=<workdir>          `omnivec`: the pretraining run (python -m fer_jax.pretrain) to take the
+                         network from. Feature key `omnivec`.
+  path=<folder>          `npy`: one <clip id>.npy per clip (fer_jax.data.embeddings). Feature key
+                         `external` (or key=<name>).
+  features=<setup>       `omnivec`/`npy` read the cached-features dataset dfew_features/<setup>
+                         (default mini_xception_fer for omnivec) and add their key next to its
+                         features; the output is dfew_features/<setup>_<key>.
+To extract a fine-tuned frame generator, set `--config.generators.face_<generator>.checkpoint=<run workdir>`
 (and a distinct `--config.output.name`).
 """
 
@@ -15,21 +25,41 @@ import ml_collections
 
 from fer_jax.models import generators as generators_lib
 
+OPTIONS = ("source", "run", "path", "features", "key")
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     items = (arg or "mini_xception_fer").split(",")
     names = items[0].split("+")
     options = dict(a.split("=", 1) for a in items[1:])
-    if set(options) - {"source"}:
-        raise ValueError(f"configs/extract.py: unknown option(s) {sorted(set(options) - {'source'})}; known: source.")
+    if set(options) - set(OPTIONS):
+        raise ValueError(f"configs/extract.py: unknown option(s) {sorted(set(options) - set(OPTIONS))}; "
+                         f"known: {', '.join(OPTIONS)}.")
+    frame_free = [n for n in names if n in ("omnivec", "npy")]
+    if frame_free and len(names) > 1:
+        raise ValueError(f"configs/extract.py: extract {frame_free[0]} on its own (it adds to an existing features "
+                         "dataset), not together with other generators.")
     c = ml_collections.ConfigDict()
-    c.source = ml_collections.ConfigDict({"name": f"dfew/{options.get('source', 'frames112')}", "data_dir": "data/tfds"})
-    c.output = ml_collections.ConfigDict({"name": "_".join(names), "data_dir": "data/tfds"})
     c.generators = ml_collections.ConfigDict()
-    for name in names:
-        generators_lib.get(name)
-        c.generators[f"face_{name}"] = ml_collections.ConfigDict(
-            {"generator": name, "weights": "", "checkpoint": "", "modality": ""})
     c.batch_size = 16
     c.overwrite = False
+    if not frame_free:
+        c.source = ml_collections.ConfigDict({"name": f"dfew/{options.get('source', 'frames112')}",
+                                              "data_dir": "data/tfds"})
+        c.output = ml_collections.ConfigDict({"name": "_".join(names), "data_dir": "data/tfds"})
+        for name in names:
+            generators_lib.get(name)
+            c.generators[f"face_{name}"] = ml_collections.ConfigDict(
+                {"generator": name, "weights": "", "checkpoint": "", "modality": ""})
+        return c
+    kind = frame_free[0]
+    features = options.get("features", "mini_xception_fer" if kind == "omnivec" else "")
+    key = options.get("key", "omnivec" if kind == "omnivec" else "external")
+    source = f"dfew_features/{features}" if features else f"dfew/{options.get('source', 'frames112')}"
+    c.source = ml_collections.ConfigDict({"name": source, "data_dir": "data/tfds"})
+    c.output = ml_collections.ConfigDict({"name": f"{features}_{key}" if features else key, "data_dir": "data/tfds"})
+    if kind == "omnivec":
+        c.generators[key] = ml_collections.ConfigDict({"generator": "omnivec", "checkpoint": options.get("run", "")})
+    else:
+        c.generators[key] = ml_collections.ConfigDict({"generator": "npy", "path": options.get("path", "")})
     return c

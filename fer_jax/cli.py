@@ -27,12 +27,13 @@ flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types whose message is the whole story for the user."""
     from fer_jax import checkpoint, input_pipeline, workdir
+    from fer_jax.data.embeddings import EmbeddingError
     from fer_jax.errors import ConfigError
     from fer_jax.train import NonFiniteLossError
     from tfds_dfew.release import ReleaseError
 
     return (ReleaseError, ConfigError, input_pipeline.DatasetNotFoundError, workdir.WorkdirConflictError,
-            checkpoint.CheckpointMismatchError, NonFiniteLossError, FileNotFoundError)
+            checkpoint.CheckpointMismatchError, NonFiniteLossError, FileNotFoundError, EmbeddingError)
 
 
 def config_and_workdir(argv):

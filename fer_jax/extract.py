@@ -4,10 +4,16 @@
     python -m fer_jax.extract --config configs/extract.py:resnet18 \\
         --config.generators.face_resnet18.weights=~/weights/resnet18-f37072fd.pth
 
-Writes the TFDS dataset `dfew_features/<config.output.name>` (splits fold1..fold5) whose records
-hold one float32[16, F] array per generator entry, keyed by the entry's name. A generator can be
-pretrained as shipped/supplied, or fine-tuned: `checkpoint=<workdir of a run>` takes the
-generator's weights from that run's newest checkpoint (the run trained a `generator` tokenizer).
+Writes the TFDS dataset `dfew_features/<config.output.name>` (every split of the source) whose
+records hold one float32[16, F] array per generator entry, keyed by the entry's name, next to the
+source's own arrays (keypoints; or the features of a features source). Generators:
+  - frame generators (mini_xception_fer, resnet18/34/50) on a `dfew/<frames config>` source,
+    pretrained as shipped/supplied, or fine-tuned: `checkpoint=<workdir of a run>` takes the
+    generator's weights from that run's newest checkpoint (the run trained a `generator` tokenizer);
+  - `omnivec`: a pretrained OmniVec (`checkpoint=<workdir of python -m fer_jax.pretrain>`) on the
+    features it was pretrained on (the source is that features dataset);
+  - `npy`: embeddings a user computed with any external model, one `<clip id>.npy` per clip in
+    `path` (fer_jax.data.embeddings).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from fer_jax.errors import ConfigError
 from fer_jax.models import generators
 
 log = logging.getLogger(__name__)
@@ -59,11 +66,16 @@ def generator_from_run(workdir: str, name: str, modality: str | None = None):
     return module, f"fine-tuned {name} from {workdir} step {step} (modality {modality!r}): {n:,} values loaded"
 
 
+FRAME_FREE = ("omnivec", "npy")  # generators that do not read frames
+
+
 def build_generators(config) -> dict[str, tuple[generators.FrameGenerator, dict]]:
-    """{feature key: (module, setup record)} for config.generators."""
+    """{feature key: (module, setup record)} for the frame generators of config.generators."""
     out = {}
     for key, spec in config.generators.items():
         name = spec.generator
+        if name in FRAME_FREE:
+            continue
         generators.get(name)  # a clear error for unknown names
         if spec.get("checkpoint"):
             module, report = generator_from_run(os.path.expanduser(spec.checkpoint), name, spec.get("modality"))
@@ -78,20 +90,13 @@ def build_generators(config) -> dict[str, tuple[generators.FrameGenerator, dict]
     return out
 
 
-def extract(config) -> str:
-    """Builds dfew_features/<config.output.name>; returns its directory."""
-    import tensorflow_datasets as tfds
+def _pad_rows(x: np.ndarray, batch: int) -> np.ndarray:
+    """Pads axis 0 to `batch` rows (repeating the last) so a jitted function keeps one shape."""
+    return x if len(x) >= batch else np.concatenate([x, np.repeat(x[-1:], batch - len(x), axis=0)])
 
-    import tfds_dfew.dfew  # noqa: F401  (registers `dfew`)
-    from fer_jax import input_pipeline
-    from tfds_dfew import features as features_lib
 
-    source_dir = os.path.expanduser(config.source.data_dir)
-    if not tfds.builder(config.source.name, data_dir=source_dir).is_prepared():
-        raise input_pipeline.DatasetNotFoundError(
-            f"source dataset {config.source.name!r} is not built in {source_dir}. Build it first: "
-            f"python -m tfds_dfew.build --manual_dir <DFEW release> --data_dir {source_dir}")
-    gens = build_generators(config)
+def frame_runner(gens, batch: int):
+    """records -> {key: float32[n, T, F]} for frame generators, all in one jitted call."""
     modules = {k: m for k, (m, _) in gens.items()}
     graphdef, state = nnx.split(modules)
 
@@ -100,28 +105,103 @@ def extract(config) -> str:
         mods = nnx.merge(graphdef, state)
         return {k: m(frames, train=False) for k, m in mods.items()}
 
-    num_frames = 16
-    shapes = {k: (num_frames, spec["feature_dim"]) for k, (_, spec) in gens.items()}
-    source_features = tfds.builder(config.source.name, data_dir=source_dir).info.features
-    for key in features_lib.PASSED_THROUGH:  # e.g. OpenPose keypoints travel with the features
-        if key in source_features:
-            shapes[key] = tuple(source_features[key].shape)
-    setup = {"source": config.source.name, "generators": {k: spec for k, (_, spec) in gens.items()}}
+    def run(records):
+        if "frames" not in records[0]:
+            raise ConfigError(f"generators {sorted(gens)} read face frames, but the source dataset has none "
+                             f"(it has {sorted(records[0])}); extract them from a dfew/<frames config> build.")
+        frames = np.stack([np.stack(r["frames"]) for r in records])
+        out = jax.device_get(compute(state, _pad_rows(frames, batch)))
+        return {k: v[: len(records)] for k, v in out.items()}
+
+    return run
+
+
+def omnivec_runner(key: str, spec, batch: int):
+    """(records -> {key: float32[n, T, D]}, setup record, feature_dim) for a pretrained OmniVec."""
+    from fer_jax import input_pipeline, pretrain, workdir as workdir_lib
+
+    if not spec.get("checkpoint"):
+        raise ConfigError(f"config.generators.{key}.checkpoint must be the workdir of a `python -m fer_jax.pretrain` "
+                         "run (configs/extract.py:omnivec,run=<workdir>).")
+    run_dir = os.path.abspath(os.path.expanduser(spec.checkpoint))
+    module, report = pretrain.omnivec_from_run(run_dir)
+    log.info("%s: %s", key, report)
+    pre = input_pipeline.Preprocessor(workdir_lib.load_config(run_dir), train=False)
+    graphdef, state = nnx.split(module)
+
+    @jax.jit
+    def compute(state, inputs, masks):
+        return nnx.merge(graphdef, state)(inputs, masks, train=False)
+
+    def run(records):
+        try:
+            examples = [pre(r) for r in records]
+        except Exception as e:
+            raise ConfigError(f"the OmniVec of {run_dir} cannot read this source dataset: {e}") from None
+        batch_ = {k: _pad_rows(np.stack([ex[k] for ex in examples]), batch) for k in examples[0]}
+        masks = {m: batch_[f"mask/{m}"] for m in module.modalities if f"mask/{m}" in batch_}
+        out = jax.device_get(compute(state, {m: batch_[m] for m in module.modalities}, masks))
+        return {key: out[: len(records)]}
+
+    return run, {"generator": "omnivec", "weights": f"checkpoint:{run_dir}", "feature_dim": int(module.width)}
+
+
+def extract(config) -> str:
+    """Builds dfew_features/<config.output.name>; returns its directory."""
+    import tensorflow_datasets as tfds
+
+    import tfds_dfew.dfew  # noqa: F401  (registers `dfew`)
+    from fer_jax import input_pipeline
+    from fer_jax.data import embeddings
+    from tfds_dfew import features as features_lib
+
+    source_dir = os.path.expanduser(config.source.data_dir)
+    name = config.source.name
+    if name.startswith(features_lib.NAME + "/"):
+        source = features_lib.open_builder(source_dir, name.split("/", 1)[1])
+        if source is None:
+            raise input_pipeline.DatasetNotFoundError(
+                f"source features {name!r} are not in {source_dir}. Extract them first: python -m fer_jax.extract "
+                f"--config configs/extract.py:{name.split('/', 1)[1]}")
+    else:
+        source = tfds.builder(name, data_dir=source_dir)
+        if not source.is_prepared():
+            raise input_pipeline.DatasetNotFoundError(
+                f"source dataset {name!r} is not built in {source_dir}. Build it first: "
+                f"python -m tfds_dfew.build --manual_dir <DFEW release> --data_dir {source_dir}")
     batch = int(config.batch_size)
+    num_frames = 16
+    runners, specs = [], {}
+    gens = build_generators(config)
+    if gens:
+        runners.append(frame_runner(gens, batch))
+        specs.update({k: spec for k, (_, spec) in gens.items()})
+    for key, spec in config.generators.items():
+        if spec.generator == "omnivec":
+            run_fn, specs[key] = omnivec_runner(key, spec, batch)
+            runners.append(run_fn)
+        elif spec.generator == "npy":
+            loader = embeddings.NpyEmbeddings(os.path.expanduser(spec.path), num_frames=num_frames)
+            runners.append(lambda records, key=key, loader=loader: {key: loader.batch(records)})
+            specs[key] = {"generator": "npy", "weights": f"npy:{loader.directory}", "feature_dim": loader.dim}
 
-    def run(frames: np.ndarray):
-        n = frames.shape[0]
-        if n < batch:  # pad the last batch so the jitted function keeps one shape
-            frames = np.concatenate([frames, np.repeat(frames[-1:], batch - n, axis=0)])
-        out = jax.device_get(compute(state, frames))
-        return {k: v[:n] for k, v in out.items()}
+    def run(records):
+        out = {}
+        for fn in runners:
+            out.update(fn(records))
+        return out
 
+    shapes = features_lib.passed_through(source.info.features)  # e.g. keypoints, or a features source's arrays
+    shapes.update({k: (num_frames, spec["feature_dim"]) for k, spec in specs.items()})
+    made = dict((source.info.metadata or {}).get("setup", {}).get("generators", {}))  # a features source's setup
+    made = {k: v for k, v in made.items() if k in shapes}
+    setup = {"source": name, "generators": {**made, **specs}}
     builder_config = features_lib.FeaturesConfig(
         name=config.output.name, version=features_lib.DfewFeatures.VERSION, feature_shapes=shapes, setup=setup,
-        description=f"features {sorted(shapes)} of {config.source.name}")
+        description=f"features {sorted(shapes)} of {name}")
     out_dir = os.path.expanduser(config.output.data_dir)
-    builder = features_lib.DfewFeatures(config=builder_config, data_dir=out_dir, source_name=config.source.name,
-                                        source_data_dir=source_dir, compute=run, batch_size=batch)
+    builder = features_lib.DfewFeatures(config=builder_config, data_dir=out_dir, source=source, compute=run,
+                                        batch_size=batch)
     mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if config.get("overwrite", False)
             else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
     builder.download_and_prepare(file_format="array_record",

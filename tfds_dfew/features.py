@@ -1,17 +1,21 @@
-"""The TFDS builder of cached per-frame features (`dfew_features/<setup>`), same folds/labels/ids as `dfew`.
+"""The TFDS builder of cached per-frame features (`dfew_features/<setup>`), same splits/labels/ids as its source.
 
-Each record: {<feature key>: float32[16, F] (zlib), label, clip_id, fold, num_frames}. The
-setup that produced the features (source dataset, generator names, weights, fine-tuned
-checkpoints) is stored in the dataset's metadata as `setup`, so a training run can refuse
-features that do not match its config. The per-batch computation is a callable handed in by
-`fer_jax.extract`; this module does not import JAX.
+Each record: {<feature key>: float32[16, F] (zlib), label, clip_id, fold, num_frames, votes}.
+The source is a `dfew/<config>` build or another cached-features dataset; every split it stores
+is written (fold1..fold5, and `unlabelled` when the source has the multi-labelled clips). Float
+arrays of the source that the new setup lists are passed through unchanged (OpenPose
+`keypoints`, or the features of a features source, so an OmniVec or external embedding can be
+added next to them). The setup that produced the features (source dataset, generator names,
+weights, fine-tuned checkpoints) is stored in the dataset's metadata as `setup`, so a training
+run can refuse features that do not match its config. The per-batch computation is a callable
+handed in by `fer_jax.extract`; this module does not import JAX.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -19,7 +23,7 @@ import tensorflow_datasets as tfds
 from tfds_dfew import release
 
 NAME = "dfew_features"
-PASSED_THROUGH = ("keypoints",)  # copied from the source dataset when it has them
+META_KEYS = ("label", "clip_id", "fold", "num_frames", "votes")  # per-clip fields copied from the source
 
 
 @dataclasses.dataclass
@@ -31,16 +35,18 @@ class FeaturesConfig(tfds.core.BuilderConfig):
 
 
 class DfewFeatures(tfds.core.GeneratorBasedBuilder):
-    """Cached generator features of every DFEW clip, one split per official test fold."""
+    """Cached generator features of every DFEW clip, one split per stored split of the source."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Per-frame generator features with label, clip id, fold, frame count."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Per-frame generator features with label, clip id, fold, frame count.",
+        "1.1.0": "Every split of the source (incl. `unlabelled`), vote counts, features sources.",
+    }
 
-    def __init__(self, *, source_name: str = "dfew/frames112", source_data_dir: str | None = None,
-                 compute: Callable[[np.ndarray], Mapping[str, np.ndarray]] | None = None, batch_size: int = 16,
-                 **kwargs):
-        self._source_name = source_name
-        self._source_data_dir = source_data_dir
+    def __init__(self, *, source=None, compute: Callable[[Sequence[dict]], Mapping[str, np.ndarray]] | None = None,
+                 batch_size: int = 16, **kwargs):
+        """source: the source TFDS builder (read with as_data_source); compute: records -> {key: array[n, ...]}."""
+        self._source = source
         self._compute = compute
         self._batch_size = batch_size
         super().__init__(**kwargs)
@@ -55,6 +61,7 @@ class DfewFeatures(tfds.core.GeneratorBasedBuilder):
             clip_id=tfds.features.Text(),
             fold=np.int32,
             num_frames=np.int32,
+            votes=tfds.features.Tensor(shape=(len(release.CLASS_NAMES),), dtype=np.int32),
         )
         return tfds.core.DatasetInfo(
             builder=self,
@@ -65,24 +72,40 @@ class DfewFeatures(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         del dl_manager
-        if self._compute is None:
-            raise ValueError("DfewFeatures needs a `compute` callable to build; use python -m fer_jax.extract.")
-        return {f"fold{k}": self._generate_examples(f"fold{k}") for k in range(1, release.NUM_FOLDS + 1)}
+        if self._compute is None or self._source is None:
+            raise ValueError("DfewFeatures needs a source builder and a `compute` callable to build; use "
+                             "python -m fer_jax.extract.")
+        return {split: self._generate_examples(split) for split in sorted(self._source.info.splits.keys())}
 
     def _generate_examples(self, split):
-        source = tfds.data_source(self._source_name, split=split, data_dir=self._source_data_dir, download=False)
+        source = self._source.as_data_source(split=split)
         n = len(source)
         for start in range(0, n, self._batch_size):
             records = [source[i] for i in range(start, min(start + self._batch_size, n))]
-            frames = np.stack([np.stack(r["frames"]) for r in records])
-            outputs = self._compute(frames)
+            outputs = self._compute(records)
             for i, r in enumerate(records):
                 clip_id = r["clip_id"].decode() if isinstance(r["clip_id"], bytes) else r["clip_id"]
-                example = {key: np.asarray(r[key] if key in PASSED_THROUGH else outputs[key][i], np.float32)
+                example = {key: np.asarray(outputs[key][i] if key in outputs else r[key], np.float32)
                            for key in self.builder_config.feature_shapes}
+                votes = r.get("votes")
                 example.update(label=int(r["label"]), clip_id=clip_id, fold=int(r["fold"]),
-                               num_frames=int(r["num_frames"]))
+                               num_frames=int(r["num_frames"]),
+                               votes=np.zeros(len(release.CLASS_NAMES), np.int32) if votes is None
+                               else np.asarray(votes, np.int32))
                 yield clip_id, example
+
+
+def passed_through(source_features) -> dict[str, tuple[int, ...]]:
+    """{key: shape} of the float arrays of a source dataset that a features dataset carries along."""
+    out = {}
+    for key, feature in source_features.items():
+        if key in META_KEYS or key == "frames":
+            continue
+        if not isinstance(feature, tfds.features.Tensor):
+            continue
+        if np.dtype(feature.np_dtype) == np.float32 and len(feature.shape) >= 1:
+            out[key] = tuple(feature.shape)
+    return out
 
 
 def dataset_dir(data_dir: str, setup_name: str) -> str | None:
