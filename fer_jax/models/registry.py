@@ -16,7 +16,8 @@ from flax import nnx
 from fer_jax.errors import ConfigError
 from fer_jax.models import generators
 from fer_jax.models.fusion import FusionTransformer
-from fer_jax.models.tokenizers import FeatureProjection, FrameCNN, GeneratorTokenizer, KeypointEncoder
+from fer_jax.models.tokenizers import (FeatureProjection, FrameCNN, GeneratorTokenizer, KeypointEncoder,
+                                       OmniVecTokenizer)
 
 # name -> fn(spec, input_shape (per clip, e.g. (T, H, W, 3) or (T, F)), width, dtype, rngs) -> module
 TOKENIZERS: dict[str, Callable[..., nnx.Module]] = {}
@@ -58,6 +59,20 @@ def _mlp(spec, input_shape, width, dtype, rngs):
                            rngs=rngs)
 
 
+@register_tokenizer("omnivec")
+def _omnivec(spec, input_shape, width, dtype, rngs):
+    """The OmniVec of a pretraining run (spec.checkpoint = its workdir), fine-tuned on spec.inputs."""
+    from fer_jax import pretrain
+
+    if not spec.get("checkpoint"):
+        raise ConfigError("the omnivec tokenizer needs config.modalities.<name>.checkpoint = the workdir of a "
+                          "`python -m fer_jax.pretrain` run.")
+    module, report = pretrain.omnivec_from_run(spec.checkpoint, load=spec.get("pretrained", True),
+                                               inputs=dict(spec.get("inputs", {}) or {}))
+    logging.getLogger(__name__).info("omnivec: %s", report)
+    return OmniVecTokenizer(module, width, dtype=dtype, rngs=rngs)
+
+
 def compute_dtype(name: str | None):
     """'float32' | 'bfloat16' | None -> a jnp dtype for activations (parameters stay float32)."""
     if name in (None, "", "float32"):
@@ -67,11 +82,8 @@ def compute_dtype(name: str | None):
     raise ConfigError(f"config.model.dtype={name!r}: expected 'float32' or 'bfloat16'.")
 
 
-def build_model(config, input_shapes: Mapping[str, tuple[int, ...]], *, seed: int = 0) -> FusionTransformer:
-    """The fusion model for `config`; `input_shapes` gives each modality's per-clip shape."""
-    m = config.model
-    dtype = compute_dtype(m.get("dtype", "float32"))
-    rngs = nnx.Rngs(params=seed, dropout=seed + 1)
+def build_tokenizers(config, input_shapes: Mapping[str, tuple[int, ...]], width: int, dtype, rngs) -> dict:
+    """{modality: tokenizer module} for config.modalities."""
     tokenizers = {}
     for name, spec in config.modalities.items():
         kind = spec.tokenizer
@@ -81,8 +93,24 @@ def build_model(config, input_shapes: Mapping[str, tuple[int, ...]], *, seed: in
             )
         if name not in input_shapes:
             raise ConfigError(f"modality {name!r} has no input shape; the dataset does not provide it.")
-        tokenizers[name] = TOKENIZERS[kind](spec, tuple(input_shapes[name]), m.width, dtype, rngs)
-    num_frames = max(int(input_shapes[name][0]) for name in tokenizers)
+        tokenizers[name] = TOKENIZERS[kind](spec, input_shapes[name], width, dtype, rngs)
+    return tokenizers
+
+
+def num_frames_of(shape) -> int:
+    """Frames of a per-clip input shape (T, ...), or of the first entry of a nested {name: shape}."""
+    if isinstance(shape, Mapping):
+        return num_frames_of(next(iter(shape.values())))
+    return int(shape[0])
+
+
+def build_model(config, input_shapes: Mapping[str, tuple[int, ...]], *, seed: int = 0) -> FusionTransformer:
+    """The fusion model for `config`; `input_shapes` gives each modality's per-clip shape."""
+    m = config.model
+    dtype = compute_dtype(m.get("dtype", "float32"))
+    rngs = nnx.Rngs(params=seed, dropout=seed + 1)
+    tokenizers = build_tokenizers(config, input_shapes, m.width, dtype, rngs)
+    num_frames = max(num_frames_of(input_shapes[name]) for name in tokenizers)
     return FusionTransformer(
         tokenizers,
         num_frames=num_frames,
@@ -101,3 +129,18 @@ def build_model(config, input_shapes: Mapping[str, tuple[int, ...]], *, seed: in
         dtype=None if dtype == jnp.float32 else dtype,
         rngs=rngs,
     )
+
+
+def build_omnivec(config, input_shapes: Mapping[str, tuple[int, ...]], *, seed: int = 0):
+    """The OmniVec pretrainer (encoder + decoders) of a `configs/omnivec.py` config."""
+    from fer_jax.models.omnivec import OmniVec, OmniVecPretrainer
+
+    m = config.model
+    dtype = compute_dtype(m.get("dtype", "float32"))
+    rngs = nnx.Rngs(params=seed, dropout=seed + 1)
+    tokenizers = build_tokenizers(config, input_shapes, m.width, dtype, rngs)
+    encoder = OmniVec(tokenizers, num_frames=max(num_frames_of(input_shapes[n]) for n in tokenizers),
+                      width=m.width, depth=m.depth, num_heads=m.num_heads, mlp_dim=m.mlp_dim,
+                      dropout=m.get("dropout", 0.0), dtype=None if dtype == jnp.float32 else dtype, rngs=rngs)
+    dims = {name: int(input_shapes[name][-1]) for name in tokenizers}
+    return OmniVecPretrainer(encoder, dims, dtype=None if dtype == jnp.float32 else dtype, rngs=rngs)

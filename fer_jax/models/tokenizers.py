@@ -5,6 +5,7 @@
 - `KeypointEncoder`: normalised OpenPose keypoints float[B, T, 411] -> a 2-layer MLP.
 - `GeneratorTokenizer`: a pretrained feature generator (fer_jax.models.generators) + projection,
   for fine-tuning the generator end to end on frames.
+- `OmniVecTokenizer`: a pretrained OmniVec network on its own inputs + projection, fine-tuned.
 
 Every tokenizer has `__call__(x, *, train) -> float[B, T, D]`; the fusion model adds time and
 modality embeddings.
@@ -95,3 +96,20 @@ class KeypointEncoder(nnx.Module):
     def __call__(self, features, *, train: bool):
         del train
         return self.fc2(jax.nn.gelu(self.fc1(self.norm(features))))
+
+
+class OmniVecTokenizer(nnx.Module):
+    """A pretrained OmniVec (fer_jax.models.omnivec) followed by a FeatureProjection, fine-tuned end to end.
+
+    x: {part: float[B, T, F_part], 'mask/<part>': bool[B, T]} (the OmniVec's own modalities, e.g.
+    face features and keypoints) -> float[B, T, D]. Its parameters live under `omnivec`.
+    """
+
+    def __init__(self, omnivec: nnx.Module, width: int, *, dtype=None, rngs: nnx.Rngs):
+        self.omnivec = omnivec
+        self.projection = FeatureProjection(omnivec.width, width, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x, *, train: bool):
+        inputs = {k: v for k, v in x.items() if not k.startswith("mask/")}
+        masks = {k.split("/", 1)[1]: v for k, v in x.items() if k.startswith("mask/")}
+        return self.projection(self.omnivec(inputs, masks, train=train), train=train)

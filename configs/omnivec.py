@@ -1,0 +1,73 @@
+"""OmniVec pretraining: masked-token reconstruction across face features and OpenPose keypoints.
+
+    python -m fer_jax.pretrain --config configs/omnivec.py --workdir runs/omnivec
+    python -m fer_jax.pretrain --config configs/omnivec.py:demo --workdir runs/demo_omnivec   # synthetic data
+
+Reads dfew_features/<features> (default mini_xception_fer: extract it from a `_pose` build so the
+keypoints travel along) over every stored split: the five folds and the `unlabelled` split of
+multi-labelled clips. Labels are never read. Every clip's inputs are seen, the test folds'
+included; `exclude_fold=k` leaves fold k out for a strictly inductive fold-k experiment.
+
+Variant: a '+'-joined modality subset (`face+pose`, default), then optional items: `demo`
+(synthetic data in data/tfds, a short run), features=<setup>, exclude_fold=k, steps=N.
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+_spec = importlib.util.spec_from_file_location("fer_jax_configs_fusion_for_omnivec",
+                                               os.path.join(os.path.dirname(os.path.abspath(__file__)), "fusion.py"))
+fusion = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fusion)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    items = [a for a in (arg or "").split(",") if a]
+    flags = {a for a in items if "=" not in a and a == "demo"}
+    modality_items = [a for a in items if "=" not in a and a != "demo"]
+    options = dict(a.split("=", 1) for a in items if "=" in a)
+    known = {"features", "exclude_fold", "steps"}
+    if set(options) - known:
+        raise ValueError(f"configs/omnivec.py: unknown option(s) {sorted(set(options) - known)}; known: "
+                         f"{sorted(known)} and the flag demo.")
+    modalities = modality_items[0] if modality_items else "face+pose"
+    if "omnivec" in modalities.split("+"):
+        raise ValueError("configs/omnivec.py: OmniVec cannot read its own output; use face, pose or external.")
+    features = options.get("features", "mini_xception_fer")
+    # Modalities, optimizer and bookkeeping as the fusion config; no classifier, no labels.
+    c = fusion.get_config(f"{modalities},features={features}")
+    del c.loss
+    del c.num_classes
+    del c.eval_batch_size
+    del c.eval_every
+    del c.dataset.fold
+    c.pretrain = ml_collections.ConfigDict()
+    c.pretrain.mask_ratio = 0.4  # share of present tokens replaced by the mask token
+    c.pretrain.modality_mask_prob = 0.5  # share of clips that hide one whole modality (cross-modal)
+    c.pretrain.exclude_fold = int(options.get("exclude_fold", 0))  # 0: every clip's inputs
+
+    c.model = ml_collections.ConfigDict()
+    c.model.width = 128
+    c.model.depth = 2
+    c.model.num_heads = 4
+    c.model.mlp_dim = 256
+    c.model.dropout = 0.0
+    c.model.dtype = "float32"
+
+    c.optimizer.lr = 5e-4
+    c.optimizer.warmup_steps = 200
+    c.batch_size = 64
+    c.num_train_steps = 4000  # ~16 epochs of DFEW's 15,906 clips with frames
+    c.checkpoint_every = 1000
+    c.keep_checkpoints = 2
+    if "demo" in flags:
+        c.dataset.data_dir = "data/tfds"
+        c.num_train_steps = 300
+        c.optimizer.warmup_steps = 30
+        c.log_every = 10
+        c.checkpoint_every = 100
+    if "steps" in options:
+        c.num_train_steps = int(options["steps"])
+    return c

@@ -1,0 +1,250 @@
+"""OmniVec: masking, the reconstruction loss against numpy, pretraining (resume), extraction, fine-tuning."""
+
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from fer_jax import extract, input_pipeline, pretrain, train, workdir as workdir_lib
+from fer_jax.errors import ConfigError
+from fer_jax.models import omnivec, registry
+from fer_jax.models.tokenizers import FeatureProjection, KeypointEncoder
+from tests.conftest import ROOT, extract_config, features_config
+
+sys.path.insert(0, ROOT)
+
+
+def _tiny_omnivec(seed=0, dims=(("face", 12), ("pose", 9))):
+    rngs = nnx.Rngs(params=seed, dropout=seed + 1)
+    toks = {"face": FeatureProjection(dims[0][1], 16, rngs=rngs),
+            "pose": KeypointEncoder(dims[1][1], 16, hidden=16, rngs=rngs)}
+    enc = omnivec.OmniVec(toks, num_frames=6, width=16, depth=2, num_heads=2, mlp_dim=32, rngs=rngs)
+    return omnivec.OmniVecPretrainer(enc, dict(dims), rngs=rngs)
+
+
+def _inputs(seed=0, b=3, t=6):
+    rng = np.random.default_rng(seed)
+    return {"face": rng.normal(size=(b, t, 12)).astype(np.float32),
+            "pose": rng.normal(size=(b, t, 9)).astype(np.float32)}
+
+
+def test_sample_hidden_is_a_subset_and_hides_whole_modalities():
+    present = jnp.asarray(np.random.default_rng(0).random((256, 2, 16)) < 0.8)
+    present = present.at[:32, 1].set(False)  # clips with only one modality present
+    hidden = omnivec.sample_hidden(jax.random.key(0), present, mask_ratio=0.25, modality_mask_prob=0.5)
+    hidden = np.asarray(hidden)
+    assert not (hidden & ~np.asarray(present)).any()
+    whole = [(hidden[b, m] == np.asarray(present)[b, m]).all() and np.asarray(present)[b, m].sum() > 8
+             for b in range(256) for m in range(2)]
+    assert 0.15 < np.mean(whole) < 0.4  # ~half the clips hide one of two modalities
+    # a clip's only present modality is never hidden whole
+    assert all(hidden[b, 0].sum() < np.asarray(present)[b, 0].sum() for b in range(32))
+    rate = hidden[32:].sum() / np.asarray(present)[32:].sum()
+    assert 0.35 < rate < 0.75  # 0.25 per token, plus the whole-modality share
+
+
+def test_hidden_tokens_do_not_leak_into_predictions():
+    model = _tiny_omnivec()
+    x = _inputs()
+    hidden = {"face": np.zeros((3, 6), bool), "pose": np.zeros((3, 6), bool)}
+    hidden["face"][0, 2] = hidden["pose"][1, :] = True
+    out, _ = model.encoder.encode(x, None, hidden)
+    y = {k: v.copy() for k, v in x.items()}
+    y["face"][0, 2] += 100.0
+    y["pose"][1] = -y["pose"][1]
+    out2, _ = model.encoder.encode(y, None, hidden)
+    np.testing.assert_allclose(out, out2, atol=1e-6)
+    # ...while an unhidden token's content does change the outputs
+    y["face"][2, 0] = y["face"][2, 0][::-1]  # (a constant shift would vanish in the LayerNorm)
+    assert np.abs(model.encoder.encode(y, None, hidden)[0] - out).max() > 1e-3
+
+
+def test_absent_tokens_change_nothing():
+    model = _tiny_omnivec()
+    x = _inputs()
+    masks = {"pose": np.ones((3, 6), bool)}
+    masks["pose"][:, 3:] = False
+    emb = model.encoder(x, masks)
+    y = {k: v.copy() for k, v in x.items()}
+    y["pose"][:, 3:] = 1e3
+    np.testing.assert_allclose(model.encoder(y, masks), emb, atol=1e-6)
+
+
+def test_reconstruction_loss_matches_numpy_float64():
+    model = _tiny_omnivec()
+    x = _inputs()
+    rng = np.random.default_rng(1)
+    hidden = {m: rng.random((3, 6)) < 0.4 for m in x}
+    row_mask = np.array([True, True, False])
+    loss, per = model.reconstruction_loss(x, None, hidden, row_mask)
+    out, _ = model.encoder.encode(x, None, hidden)
+    total = count = 0.0
+    for i, m in enumerate(("face", "pose")):
+        dec = model.decoders[m]
+        pred = np.asarray(out[:, i], np.float64) @ np.asarray(dec.kernel[...], np.float64) + np.asarray(
+            dec.bias[...], np.float64)
+        v = x[m].astype(np.float64)
+        target = (v - v.mean(-1, keepdims=True)) / np.sqrt(v.var(-1, keepdims=True) + 1e-6)
+        err = ((pred - target) ** 2).mean(-1)
+        w = hidden[m] & row_mask[:, None]
+        total, count = total + (err * w).sum(), count + w.sum()
+        np.testing.assert_allclose(per[m], (err * w).sum() / w.sum(), rtol=2e-5)
+    np.testing.assert_allclose(loss, total / count, rtol=2e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pretraining, extraction and fine-tuning on the tiny synthetic release (with OpenPose).
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pose_features(tiny_release, tmp_path_factory):
+    """dfew/frames64_pose of tiny_release and its mini_xception_fer features (keypoints carried along)."""
+    from tfds_dfew import build
+
+    data_dir = str(tmp_path_factory.mktemp("pose_tfds"))
+    build.build(tiny_release[0], data_dir, config="frames64_pose", num_workers=2)
+    c = extract_config(data_dir, data_dir)
+    c.source.name = "dfew/frames64_pose"
+    extract.extract(c)
+    return data_dir
+
+
+def _pretrain_config(data_dir, **overrides):
+    from configs import omnivec as omnivec_configs
+
+    c = omnivec_configs.get_config("face+pose")
+    c.dataset.data_dir = data_dir
+    c.batch_size, c.num_train_steps, c.log_every, c.checkpoint_every, c.progress_bar = 8, 30, 10, 15, False
+    c.model.width, c.model.depth, c.model.mlp_dim = 32, 1, 64
+    c.optimizer.warmup_steps, c.optimizer.lr = 5, 3e-3
+    for k, v in overrides.items():
+        parent, leaf = k.rsplit(".", 1) if "." in k else ("", k)
+        (c[parent] if parent else c)[leaf] = v
+    return c
+
+
+def test_pretrain_split_takes_every_clip_and_can_exclude_a_fold(pose_features, tiny_release):
+    c = _pretrain_config(pose_features)
+    assert "unlabelled" in input_pipeline.dataset_splits(c)
+    split = pretrain.pretrain_split(c)
+    assert split.split("+") == ["fold1", "fold2", "fold3", "fold4", "fold5", "unlabelled"]
+    source = input_pipeline.open_source(c, split)
+    labels = {int(source[i]["label"]) for i in range(len(source))}
+    assert -1 in labels  # multi-labelled clips are part of pretraining
+    c.pretrain.exclude_fold = 2
+    assert "fold2" not in pretrain.pretrain_split(c).split("+")
+    c.pretrain.exclude_fold = 9
+    with pytest.raises(ConfigError, match="exclude_fold=9"):
+        pretrain.pretrain_split(c)
+
+
+@pytest.fixture(scope="module")
+def pretrained(pose_features, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("omnivec_run"))
+    result = pretrain.pretrain(_pretrain_config(pose_features), workdir)
+    return workdir, result
+
+
+def test_pretraining_learns_and_a_crashed_run_resumes_bitwise(pose_features, pretrained, tmp_path, monkeypatch):
+    workdir, result = pretrained
+    assert result["steps"] == 30 and result["reconstruction_loss"] < 1.0  # 1.0 = predicting zeros
+    log = [r for r in workdir_lib.read_metrics(workdir) if r["split"] == "pretrain"]
+    assert [r["step"] for r in log] == [10, 15, 20, 30]  # logged every 10 steps and at each checkpoint
+    assert log[-1]["loss"] < 0.8 * log[0]["loss"]
+
+    real = pretrain.make_steps
+
+    def crash_after_first_checkpoint(*args, **kwargs):
+        step_fn, loss_fn = real(*args, **kwargs)
+        calls = {"n": 0}
+
+        def step(state, batch, key):
+            calls["n"] += 1
+            if calls["n"] == 20:
+                raise RuntimeError("simulated crash")
+            return step_fn(state, batch, key)
+
+        return step, loss_fn
+
+    monkeypatch.setattr(pretrain, "make_steps", crash_after_first_checkpoint)
+    resumed = str(tmp_path / "resumed")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        pretrain.pretrain(_pretrain_config(pose_features), resumed)
+    monkeypatch.setattr(pretrain, "make_steps", real)
+    again = pretrain.pretrain(_pretrain_config(pose_features), resumed)  # resumes from step 15
+    assert again["reconstruction_loss"] == result["reconstruction_loss"]
+    a, _ = pretrain.omnivec_from_run(workdir)
+    b, _ = pretrain.omnivec_from_run(resumed)
+    for x, y in zip(jax.tree.leaves(nnx.state(a)), jax.tree.leaves(nnx.state(b))):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_extracted_omnivec_features_equal_the_network(pose_features, pretrained):
+    workdir, _ = pretrained
+    from configs import extract as extract_configs
+
+    c = extract_configs.get_config(f"omnivec,run={workdir}")
+    c.source.data_dir = c.output.data_dir = pose_features
+    c.batch_size = 8
+    extract.extract(c)
+    config = features_config(pose_features)
+    config.dataset.name = "dfew_features/mini_xception_fer_omnivec"
+    from configs import fusion
+
+    config.modalities = fusion.get_config("face+pose+omnivec").modalities
+    assert "unlabelled" in input_pipeline.dataset_splits(config)
+    source = input_pipeline.open_source(config, "unlabelled")
+    module, _ = pretrain.omnivec_from_run(workdir)
+    pre = input_pipeline.Preprocessor(workdir_lib.load_config(workdir), train=False)
+    record = source[0]
+    ex = pre(record)
+    expected = module({"face": ex["face"][None], "pose": ex["pose"][None]}, {"pose": ex["mask/pose"][None]})
+    assert record["omnivec"].shape == (16, 32)
+    np.testing.assert_allclose(record["omnivec"], expected[0], atol=1e-5)
+    # face features and keypoints travel along unchanged
+    base = input_pipeline.open_source(features_config(pose_features), "unlabelled")
+    np.testing.assert_array_equal(record["keypoints"], base[0]["keypoints"])
+    # and the three modalities train together in every fusion mode
+    for mode in ("concat", "early", "bottleneck", "late"):
+        config.model.fusion = mode
+        result = train.train_and_evaluate(config, os.path.join(workdir, f"fusion_{mode}"))
+        assert np.isfinite(result["uar"])
+
+
+def test_finetuning_starts_from_the_pretrained_omnivec(pose_features, pretrained, tmp_path):
+    workdir, _ = pretrained
+    from configs import fusion
+
+    config = features_config(pose_features)
+    full = fusion.get_config(f"face+pose+omnivec,omnivec_run={workdir}")
+    config.modalities = full.modalities
+    config.optimizer.lr_multipliers = full.optimizer.lr_multipliers
+    assert config.dataset.name == "dfew_features/mini_xception_fer"
+    shapes = input_pipeline.example_shapes(config)
+    assert shapes["omnivec"] == {"face": (16, 135), "pose": (16, 411)}
+    model = registry.build_model(config, shapes)
+    pretrained_net, _ = pretrain.omnivec_from_run(workdir)
+    for x, y in zip(jax.tree.leaves(nnx.state(model.tokenizers["omnivec"].omnivec, nnx.Param)),
+                    jax.tree.leaves(nnx.state(pretrained_net, nnx.Param))):
+        np.testing.assert_array_equal(x, y)
+    result = train.train_and_evaluate(config, str(tmp_path / "ft"))
+    assert np.isfinite(result["uar"])
+
+
+def test_omnivec_errors_name_the_problem(pose_features, pretrained, tmp_path):
+    workdir, _ = pretrained
+    with pytest.raises(ConfigError, match="not an OmniVec pretraining run"):
+        run = tmp_path / "fusion_run"
+        workdir_lib.claim(str(run), features_config(pose_features))
+        pretrain.omnivec_from_run(str(run))
+    with pytest.raises(ConfigError, match="reads"):
+        pretrain.omnivec_from_run(workdir, inputs={"face": "face_resnet18", "pose": "keypoints"})
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        pretrain.omnivec_from_run(str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="no `pretrain` block"):
+        pretrain.pretrain(features_config(pose_features), str(tmp_path / "wrong"))
