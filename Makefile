@@ -1,5 +1,5 @@
 # One command each on a fresh machine:
-#   make demo   venv + install, synthetic DFEW-layout data, build, extract features, train fold 1, evaluate
+#   make demo   venv + install, synthetic DFEW-layout data, build, extract features, pretrain OmniVec, train fold 1, evaluate
 #   make test   venv + install (with test extras), the test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -9,6 +9,7 @@ PIP_INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints
 DEMO_DATA := data/synthetic_dfew
 DEMO_TFDS := data/tfds
 DEMO_RUN  := runs/demo
+DEMO_OMNIVEC := runs/demo_omnivec
 
 .PHONY: demo test install install-test clean-demo
 
@@ -33,6 +34,8 @@ demo: $(VENV)/.installed
 	@touch $(DEMO_DATA)/.complete
 	$(PY) -m tfds_dfew.build --manual_dir $(DEMO_DATA) --data_dir $(DEMO_TFDS) --config frames112_pose
 	$(PY) -m fer_jax.extract --config configs/extract.py:mini_xception_fer,source=frames112_pose
+	$(PY) -m fer_jax.pretrain --config configs/omnivec.py:demo --workdir $(DEMO_OMNIVEC)
+	$(PY) -m fer_jax.extract --config configs/extract.py:omnivec,run=$(DEMO_OMNIVEC)
 	$(PY) -m fer_jax.train --config configs/demo.py --workdir $(DEMO_RUN)
 	$(PY) -m fer_jax.evaluate --workdir $(DEMO_RUN)
 
@@ -40,4 +43,4 @@ test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 clean-demo:
-	rm -rf $(DEMO_DATA) $(DEMO_TFDS) $(DEMO_RUN)
+	rm -rf $(DEMO_DATA) $(DEMO_TFDS) $(DEMO_RUN) $(DEMO_OMNIVEC)

@@ -1,9 +1,10 @@
-"""The demo: fusion transformer on cached mini-Xception features of the synthetic data, fold 1.
+"""The demo: fusion transformer on face features, OpenPose keypoints and OmniVec embeddings of the synthetic data, fold 1.
 
-    make demo        # synthetic data -> build -> extract -> this config -> evaluate
+    make demo        # synthetic data -> build -> extract -> pretrain OmniVec -> extract it -> this config -> evaluate
     python -m fer_jax.train --config configs/demo.py --workdir runs/demo
+    python -m fer_jax.train --config configs/demo.py:face --workdir runs/demo_face     # any configs/fusion.py variant
 
-Same model as configs/fusion.py:face, sized for the demo's 480 training clips.
+Same model as configs/fusion.py:face+pose+omnivec, sized for the demo's ~470 training clips.
 """
 
 import importlib.util
@@ -22,7 +23,7 @@ fusion = _sibling("fusion")
 
 
 def get_config(arg: str | None = None):
-    c = fusion.get_config(arg or "face")
+    c = fusion.get_config(arg or "face+pose+omnivec")
     c.dataset.data_dir = "data/tfds"
     c.num_train_steps = 600  # 40 epochs of 480 clips
     c.optimizer.warmup_steps = 50

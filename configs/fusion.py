@@ -95,7 +95,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.loss = ml_collections.ConfigDict()
     c.loss.label_smoothing = 0.1
-    c.loss.class_weights = ml_collections.FieldReference(None, field_type=list)
+    # "" (none) | "balanced" (1 / class count over the fold's training split, mean 1) | seven
+    # comma-separated numbers in class order, e.g. "1,1,1,1,1,5,1"
+    c.loss.class_weights = ""
     # Soft targets: weight lambda of the annotators' vote distribution in the target,
     # (1 - lambda) * smoothed one-hot + lambda * votes / sum(votes). Needs a dataset with `votes`.
     c.loss.soft_targets = 0.0

@@ -193,9 +193,11 @@ def extract(config) -> str:
 
     shapes = features_lib.passed_through(source.info.features)  # e.g. keypoints, or a features source's arrays
     shapes.update({k: (num_frames, spec["feature_dim"]) for k, spec in specs.items()})
-    made = dict((source.info.metadata or {}).get("setup", {}).get("generators", {}))  # a features source's setup
-    made = {k: v for k, v in made.items() if k in shapes}
-    setup = {"source": name, "generators": {**made, **specs}}
+    source_setup = dict((source.info.metadata or {}).get("setup", {}) or {})  # a features source's setup
+    made = {k: v for k, v in dict(source_setup.get("generators", {}) or {}).items() if k in shapes}
+    # the dfew frames build everything goes back to (predict needs its frame size)
+    frames_source = source_setup.get("frames_source", source_setup.get("source", name)) if source_setup else name
+    setup = {"source": name, "frames_source": frames_source, "generators": {**made, **specs}}
     builder_config = features_lib.FeaturesConfig(
         name=config.output.name, version=features_lib.DfewFeatures.VERSION, feature_shapes=shapes, setup=setup,
         description=f"features {sorted(shapes)} of {name}")
@@ -207,7 +209,10 @@ def extract(config) -> str:
     builder.download_and_prepare(file_format="array_record",
                                  download_config=tfds.download.DownloadConfig(download_mode=mode))
     existing = builder.info.metadata.get("setup")
-    if existing is not None and dict(existing) != setup:
+    def core(d):  # what makes the numbers: where from and which generators
+        return {k: dict(d).get(k) for k in ("source", "generators")}
+
+    if existing is not None and core(existing) != core(setup):
         raise ValueError(
             f"{builder.data_dir} already holds features of another setup ({existing}); choose another "
             "config.output.name or set config.overwrite=True.")

@@ -184,8 +184,8 @@ def mini_xception_predictor(*, frame_size: int = DEFAULT_FRAME_SIZE, batch: int 
 
 
 def _frame_size_of(dataset_name: str) -> int:
-    """'dfew/frames112' -> 112; 'dfew' (its default config) -> 112."""
-    m = re.fullmatch(r"dfew(?:/frames(\d+))?(?::[\d.]+)?", dataset_name)
+    """'dfew/frames112' or 'dfew/frames112_pose' -> 112; 'dfew' (its default config) -> 112."""
+    m = re.fullmatch(r"dfew(?:/frames(\d+)(?:_pose)?)?(?::[\d.]+)?", dataset_name)
     if m is None:
         raise ConfigError(f"frames dataset {dataset_name!r}: expected dfew/frames<size>, e.g. dfew/frames112.")
     return int(m.group(1) or DEFAULT_FRAME_SIZE)
@@ -201,6 +201,10 @@ def _generator_for(setup: dict, key: str, dataset: str):
     if not name:
         raise ConfigError(f"{dataset}: its metadata does not say which generator made feature {key!r}; "
                           "re-extract it with python -m fer_jax.extract.")
+    if name in extract.FRAME_FREE:
+        raise ConfigError(f"feature {key!r} of {dataset} was made by {name!r}, which does not run on face frames "
+                          "alone, so it cannot be computed from a video; predict with a run trained on face "
+                          "features only (e.g. configs/fusion.py:face).")
     if weights.startswith("checkpoint:"):
         module, report = extract.generator_from_run(weights.split(":", 1)[1], name)
     else:
@@ -241,12 +245,13 @@ def run_predictor(workdir: str, *, data_dir: str | None = None, batch: int = 16)
                 "the folder that holds them.")
         input_pipeline.check_feature_setup(config, builder)
         setup = dict(builder.info.metadata.get("setup", {}) or {})
-        frame_size = _frame_size_of(str(setup.get("source", "dfew/frames112")))
+        frame_size = _frame_size_of(str(setup.get("frames_source", setup.get("source", "dfew/frames112"))))
         input_shapes = {}
         for m, spec in modalities.items():
             if spec.tokenizer != "linear":
                 raise ConfigError(f"modality {m!r} of {workdir} uses tokenizer {spec.tokenizer!r}; prediction on "
-                                  "cached features supports generator features read by 'linear' tokenizers.")
+                                  "cached features supports face-generator features read by 'linear' tokenizers "
+                                  "(a video gives no OpenPose keypoints); predict with a face-only run.")
             module, record = _generator_for(setup, spec.input, name)
             generator_modules[spec.input] = module
             used[m] = {"input": spec.input, **record}

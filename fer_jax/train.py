@@ -125,12 +125,37 @@ def param_count(state) -> int:
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(state["params"])))
 
 
-def make_trainer(config, graphdef, tx, mesh) -> Trainer:
+def class_weights_of(config, class_counts=None) -> np.ndarray | None:
+    """float32[C] loss weights from config.loss.class_weights, or None.
+
+    "" / None: no weights; "balanced": 1 / count of each class (`class_counts`, the training
+    split's), normalised to mean 1; "w1,...,wC" or a sequence: those numbers.
+    """
+    num_classes = int(config.get("num_classes", 7))
+    spec = config.loss.get("class_weights", None)
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
+        return None
+    if isinstance(spec, str) and spec.strip() == "balanced":
+        if class_counts is None:
+            raise ConfigError("config.loss.class_weights='balanced' needs the training split's class counts.")
+        return losses.class_balanced_weights(class_counts)
+    try:
+        values = [float(v) for v in (spec.split(",") if isinstance(spec, str) else spec)]
+    except ValueError:
+        values = []
+    if len(values) != num_classes or not all(np.isfinite(v) and v >= 0 for v in values):
+        raise ConfigError(f"config.loss.class_weights={spec!r}: expected '', 'balanced' or {num_classes} "
+                          "non-negative numbers separated by commas, in class order (happy, sad, neutral, angry, "
+                          "surprise, disgust, fear).")
+    return np.asarray(values, np.float32)
+
+
+def make_trainer(config, graphdef, tx, mesh, *, class_counts=None) -> Trainer:
+    """The jitted steps; class_counts (int[C] of the training split) serve class_weights='balanced'."""
     num_classes = int(config.get("num_classes", 7))
     modalities = tuple(config.modalities)
     smoothing = float(config.loss.get("label_smoothing", 0.0))
-    class_weights = config.loss.get("class_weights", None)
-    class_weights = None if class_weights is None else np.asarray(class_weights, np.float32)
+    class_weights = class_weights_of(config, class_counts)
     soft_targets = float(config.loss.get("soft_targets", 0.0) or 0.0)  # weight of the vote distribution
     if not 0.0 <= soft_targets <= 1.0:
         raise ConfigError(f"config.loss.soft_targets={soft_targets}: expected a weight in [0, 1] (0: hard labels).")
@@ -245,7 +270,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
     # -- Model, optimizer, train state --------------------------------------------------------------
     graphdef, tx, state = init_state(config, input_shapes)
     state = jax.device_put(state, parallel.replicated(mesh))
-    trainer = make_trainer(config, graphdef, tx, mesh)
+    class_counts = None
+    if str(config.loss.get("class_weights", "") or "").strip() == "balanced":
+        labels = input_pipeline.read_fields(input_pipeline.open_source(config, input_pipeline.fold_split(
+            config, "train")), ("label",))["label"]
+        class_counts = np.bincount(labels[labels >= 0], minlength=int(config.get("num_classes", 7)))
+        log.info("class weights (balanced) from training counts %s: %s", class_counts.tolist(),
+                 np.round(class_weights_of(config, class_counts), 3).tolist())
+    trainer = make_trainer(config, graphdef, tx, mesh, class_counts=class_counts)
     log.info("model: %s parameters; modalities %s; mesh %s", f"{param_count(state):,}",
              {m: tuple(s) for m, s in input_shapes.items()}, dict(mesh.shape))
 

@@ -136,7 +136,7 @@ def test_soft_targets_outside_unit_interval_is_refused():
 def test_train_step_loss_is_the_float64_soft_target_loss():
     """The jitted train step's loss on a batch with votes equals the float64 soft-target loss."""
     config = features_config("unused", **{"loss.soft_targets": 0.5, "loss.label_smoothing": 0.1,
-                                          "loss.class_weights": [1.0, 2.0, 0.5, 1.0, 1.5, 3.0, 1.0],
+                                          "loss.class_weights": "1.0,2.0,0.5,1.0,1.5,3.0,1.0",
                                           "model.dropout": 0.0, "model.head_dropout": 0.0})
     mesh = parallel.make_mesh()
     graphdef, tx, state = train.init_state(config, {"face": (16, 4)})
@@ -147,7 +147,8 @@ def test_train_step_loss_is_the_float64_soft_target_loss():
 
     logits = np.asarray(nnx.merge(graphdef, state["params"], state["model_state"])({"face": batch["face"]}, {},
                                                                                      train=False))
-    expected = _loss64(logits, _targets64(labels, votes, 0.1, 0.5), labels, config.loss.class_weights, mask)
+    weights = [1.0, 2.0, 0.5, 1.0, 1.5, 3.0, 1.0]
+    expected = _loss64(logits, _targets64(labels, votes, 0.1, 0.5), labels, weights, mask)
     trainer = train.make_trainer(config, graphdef, tx, mesh)
     state = jax.device_put(state, parallel.replicated(mesh))
     _, stats = trainer.train_step(state, parallel.global_batch(batch, mesh), jax.random.key(0))
@@ -327,3 +328,38 @@ def test_training_with_soft_targets(tiny_features, tmp_path):
     assert result["num_clips"] > 0
     logged = [m for m in workdir_lib.read_metrics(str(tmp_path)) if m["split"] == "train"]
     assert logged and all(np.isfinite(m["loss"]) for m in logged)
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("", None),
+    ("1,1,1,1,1,5,1", [1, 1, 1, 1, 1, 5, 1]),
+    ("balanced", "balanced"),
+])
+def test_class_weights_from_config(spec, expected):
+    counts = [2445, 1894, 2669, 2173, 1469, 145, 902]
+    weights = train.class_weights_of(features_config("unused", **{"loss.class_weights": spec}), counts)
+    if expected is None:
+        assert weights is None
+    elif expected == "balanced":  # 1 / count, mean 1, in float64
+        inv = 1.0 / np.asarray(counts, np.float64)
+        np.testing.assert_allclose(weights, inv * 7 / inv.sum(), rtol=1e-6)
+    else:
+        np.testing.assert_array_equal(weights, expected)
+
+
+@pytest.mark.parametrize("spec", ["1,2,3", "a,b,c,d,e,f,g", "1,1,1,1,1,-5,1", "inverse"])
+def test_bad_class_weights_are_refused(spec):
+    with pytest.raises(ConfigError, match="class_weights"):
+        train.class_weights_of(features_config("unused", **{"loss.class_weights": spec}), [1] * 7)
+
+
+def test_balanced_class_weights_train_from_the_command_line(tiny_features, tmp_path):
+    from tests.conftest import run_module
+
+    _, features_dir, _ = tiny_features
+    proc = run_module("fer_jax.train", "--config", "configs/fusion.py:face", "--workdir", str(tmp_path / "run"),
+                      f"--config.dataset.data_dir={features_dir}", "--config.loss.class_weights=balanced",
+                      "--config.num_train_steps=3", "--config.batch_size=8", "--config.progress_bar=False",
+                      "--config.model.width=32", "--config.model.depth=1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "class weights (balanced) from training counts" in proc.stderr

@@ -248,3 +248,26 @@ def test_omnivec_errors_name_the_problem(pose_features, pretrained, tmp_path):
         pretrain.omnivec_from_run(str(tmp_path / "nowhere"))
     with pytest.raises(ConfigError, match="no `pretrain` block"):
         pretrain.pretrain(features_config(pose_features), str(tmp_path / "wrong"))
+
+
+def test_pretraining_on_eight_devices_matches_one(pose_features, tmp_path):
+    """The masking is drawn inside the sharded step; it must not depend on the device count."""
+    import subprocess
+
+    def run(devices):
+        env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+        workdir = tmp_path / f"d{devices}"
+        cmd = [sys.executable, "-m", "fer_jax.pretrain", "--config", "configs/omnivec.py:face+pose,steps=6",
+               "--workdir", str(workdir), f"--config.dataset.data_dir={pose_features}", "--config.batch_size=12",
+               "--config.log_every=1", "--config.model.width=32", "--config.model.depth=1",
+               "--config.progress_bar=False"]
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return workdir_lib.read_metrics(str(workdir))
+
+    one, eight = run(1), run(8)  # batch 12 on 8 devices: padded with masked rows
+    losses = {name: [r["loss"] for r in log if r["split"] == "pretrain"] for name, log in (("1", one), ("8", eight))}
+    assert len(losses["1"]) == 6
+    np.testing.assert_allclose(losses["8"], losses["1"], rtol=2e-5)
+    final = [[r["reconstruction_loss"] for r in log if r["split"] == "pretrain_eval"][0] for log in (one, eight)]
+    assert final[0] == pytest.approx(final[1], rel=2e-5)

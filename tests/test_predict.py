@@ -346,6 +346,19 @@ def test_models_are_named_clearly(tmp_path):
         predict.load_predictor(workdir=str(tmp_path))
 
 
+def test_frame_size_comes_from_the_frames_build_also_with_pose():
+    assert predict._frame_size_of("dfew/frames64_pose") == 64
+    assert predict._frame_size_of("dfew/frames224") == 224 and predict._frame_size_of("dfew") == 112
+    with pytest.raises(ValueError, match="expected dfew/frames<size>"):
+        predict._frame_size_of("dfew_features/mini_xception_fer")
+
+
+def test_features_that_need_more_than_frames_are_refused():
+    setup = {"source": "dfew_features/x", "generators": {"omnivec": {"generator": "omnivec", "weights": "checkpoint:/r"}}}
+    with pytest.raises(ValueError, match="cannot be computed from a video"):
+        predict._generator_for(setup, "omnivec", "dfew_features/x_omnivec")
+
+
 def test_command_line_goes_on_after_a_bad_video(videos, tmp_path):
     out = tmp_path / "out"
     proc = run_module("fer_jax.predict", "--model", "mini_xception_fer", videos["junk"], videos["mixed"],
