@@ -136,7 +136,10 @@ def check_feature_setup(config, builder) -> None:
 class Preprocessor:
     """Record -> example dict. Frames: random crop + horizontal flip in training, centre crop in eval.
 
-    The same crop and flip apply to all frames of a clip. Output frames: uint8[T, S, S, 3].
+    The same crop applies to all frames of a clip. The flip (config.data.flip, half of the clips)
+    mirrors everything of a clip that can be mirrored: all its frames and its OpenPose keypoints
+    (x negated, left and right points swapped), so the two stay consistent; cached features
+    cannot be mirrored and are left as they are. Output frames: uint8[T, S, S, 3].
     """
 
     def __init__(self, config, *, train: bool):
@@ -150,7 +153,7 @@ class Preprocessor:
         self.votes = train and float(config.get("loss", {}).get("soft_targets", 0.0) or 0.0) > 0
         self.min_confidence = float(config.data.get("keypoint_min_confidence", 0.05))
 
-    def _read(self, record, name: str, key: str, rng, out: dict) -> None:
+    def _read(self, record, name: str, key: str, rng, mirror: bool, out: dict) -> None:
         """Puts modality `name` (dataset feature `key`) of `record` into `out`, with its frame mask if any."""
         if key not in record:
             raise ConfigError(
@@ -159,15 +162,17 @@ class Preprocessor:
             )
         value = record[key]
         if key == "frames":
-            out[name] = self._frames(value, rng)
+            out[name] = self._frames(value, rng, mirror)
         elif key == "keypoints":  # OpenPose points -> normalised per-frame vectors + frame mask
             points = np.asarray(value, np.float32)
+            if mirror:
+                points = keypoints.flip_keypoints(points)
             out[name] = keypoints.keypoint_features(points, min_confidence=self.min_confidence)
             out[f"mask/{name}"] = (points[..., 2] >= self.min_confidence).any(axis=-1)
         else:
             out[name] = np.asarray(value, np.float32)
 
-    def _frames(self, frames, rng: np.random.Generator | None):
+    def _frames(self, frames, rng: np.random.Generator | None, mirror: bool):
         x = np.stack(frames) if isinstance(frames, list) else np.asarray(frames)
         h, w = x.shape[1:3]
         s = self.crop or h
@@ -178,18 +183,19 @@ class Preprocessor:
         else:
             top, left = (h - s) // 2, (w - s) // 2
         x = x[:, top : top + s, left : left + s]
-        if self.flip and rng is not None and rng.random() < 0.5:
+        if mirror:
             x = x[:, :, ::-1]
         return np.ascontiguousarray(x)
 
     def __call__(self, record, rng: np.random.Generator | None = None) -> dict:
         out = {}
+        mirror = bool(self.flip and rng is not None and rng.random() < 0.5)  # one decision per clip
         for name, key in self.modalities.items():
             if isinstance(key, dict):
                 for part, part_key in key.items():
-                    self._read(record, f"{name}/{part}", part_key, rng, out)
+                    self._read(record, f"{name}/{part}", part_key, rng, mirror, out)
             else:
-                self._read(record, name, key, rng, out)
+                self._read(record, name, key, rng, mirror, out)
         out["label"] = np.int32(record["label"])
         out["mask"] = np.bool_(True)
         if self.votes:  # training with soft targets: the clip's vote counts, float32[C] in class order

@@ -273,3 +273,34 @@ def test_layout_is_the_readers():
 def test_bad_shapes(shape):
   with pytest.raises(ValueError, match='137, 3'):
     keypoints.normalize_keypoints(np.zeros(shape, np.float32))
+
+
+def test_mirror_permutation_swaps_left_and_right():
+  m = keypoints.MIRROR
+  np.testing.assert_array_equal(m[m], np.arange(137))  # mirroring twice is the identity
+  names = openpose.BODY_25_NAMES
+  assert names[m[names.index('RShoulder')]] == 'LShoulder' and names[m[names.index('LHeel')]] == 'RHeel'
+  assert m[0] == 0 and m[1] == 1 and m[8] == 8  # nose, neck, mid-hip stay
+  face = lambda i: 25 + i
+  assert m[face(0)] == face(16) and m[face(8)] == face(8)  # jaw ends swap, chin stays
+  assert m[face(36)] == face(45) and m[face(39)] == face(42)  # outer and inner eye corners
+  assert m[face(48)] == face(54) and m[face(68)] == face(69)  # mouth corners, pupils
+  np.testing.assert_array_equal(m[list(LHAND)], list(RHAND))
+
+
+def test_mirroring_the_image_mirrors_the_features():
+  """Points of an image mirrored at width W (x -> W - x, left/right swapped) give the flipped features."""
+  rng = np.random.default_rng(7)
+  points = random_clip(rng)
+  width = 640.0
+  in_mirror_image = points.copy()
+  in_mirror_image[..., 0] = np.where(points[..., 2] > 0, width - points[..., 0], 0.0)
+  in_mirror_image = in_mirror_image[:, keypoints.MIRROR]  # a left point of the original is a right one now
+  expected = keypoints.keypoint_features(in_mirror_image)
+  got = keypoints.keypoint_features(keypoints.flip_keypoints(points))
+  np.testing.assert_allclose(got, expected, atol=1e-5)
+  # and flipping is the mirror image of the normalised features themselves
+  f = keypoints.keypoint_features(points).reshape(-1, 137, 3)
+  mirrored = (f * np.array([-1.0, 1.0, 1.0], np.float32))[:, keypoints.MIRROR]
+  np.testing.assert_allclose(got.reshape(-1, 137, 3), mirrored, atol=1e-5)
+  np.testing.assert_allclose(keypoints.flip_keypoints(jnp.asarray(points)), keypoints.flip_keypoints(points))

@@ -86,3 +86,24 @@ def test_face_and_pose_train_on_cached_features(pose_tfds, tmp_path):
         config.model.fusion = fusion_mode
         result = train.train_and_evaluate(config, str(tmp_path / fusion_mode))
         assert np.isfinite(result["uar"]) and result["num_clips"] == len(source)
+
+
+def test_flip_mirrors_frames_and_keypoints_together(pose_tfds):
+    from fer_jax.data import keypoints
+    from tests.conftest import tiny_config
+
+    data_dir, _ = pose_tfds
+    config = tiny_config(data_dir, **{"dataset.name": "dfew/frames64_pose", "data.flip": True, "data.crop_size": 0})
+    config.modalities.pose = {"input": "keypoints", "tokenizer": "mlp"}
+    record = input_pipeline.open_source(config, "fold1")[0]
+    pre = input_pipeline.Preprocessor(config, train=True)
+    frames = np.stack(record["frames"])
+    seen = set()
+    for seed in range(12):
+        out = pre(record, np.random.default_rng(seed))
+        flipped = bool(np.array_equal(out["face"], frames[:, :, ::-1]))
+        assert flipped or np.array_equal(out["face"], frames)
+        points = keypoints.flip_keypoints(record["keypoints"]) if flipped else record["keypoints"]
+        np.testing.assert_array_equal(out["pose"], keypoints.keypoint_features(points))
+        seen.add(flipped)
+    assert seen == {True, False}

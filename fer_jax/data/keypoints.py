@@ -42,8 +42,8 @@ NOSE, NECK = 0, 1
 FEATURES_PER_POINT = 3
 NUM_FEATURES = NUM_KEYPOINTS * FEATURES_PER_POINT  # 411
 
-__all__ = ['GROUP_SLICES', 'KEYPOINT_GROUPS', 'NUM_FEATURES', 'NUM_KEYPOINTS',
-           'keypoint_features', 'keypoint_group_features', 'normalize_keypoints']
+__all__ = ['GROUP_SLICES', 'KEYPOINT_GROUPS', 'MIRROR', 'NUM_FEATURES', 'NUM_KEYPOINTS',
+           'flip_keypoints', 'keypoint_features', 'keypoint_group_features', 'normalize_keypoints']
 
 
 def _xp(x: Any):
@@ -131,6 +131,46 @@ def normalize_keypoints(points, *, min_confidence: float = 0.05):
   coords = xp.where(mask[..., None], coords, 0.0).astype(xp.float32)
   conf = xp.where(mask, c, 0.0).astype(xp.float32)
   return coords, conf, mask
+
+
+def _mirror_permutation() -> np.ndarray:
+  """int[137]: the slot each keypoint moves to when the image is mirrored left-right."""
+  from tfds_dfew.openpose import BODY_25_NAMES
+
+  swap = {'L': 'R', 'R': 'L'}
+  body = [BODY_25_NAMES.index(swap[n[0]] + n[1:]) if n[0] in swap and n[1].isupper() else i
+          for i, n in enumerate(BODY_25_NAMES)]
+  face = list(range(70))  # OpenPose face: the 68 iBUG points, then the right and left pupils
+  pairs = [(i, 16 - i) for i in range(17)]  # jaw line
+  pairs += [(i, 43 - i) for i in range(17, 27)]  # eyebrows
+  pairs += [(i, 66 - i) for i in range(31, 36)]  # nostrils
+  pairs += [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]  # eyes
+  pairs += [(i, 102 - i) for i in range(48, 55)] + [(i, 114 - i) for i in range(55, 60)]  # outer lips
+  pairs += [(i, 124 - i) for i in range(60, 65)] + [(i, 132 - i) for i in range(65, 68)]  # inner lips
+  pairs += [(68, 69)]
+  for a, b in pairs:
+    face[a], face[b] = b, a
+  s = GROUP_SLICES
+  perm = np.empty(NUM_KEYPOINTS, np.int64)
+  perm[s['body']] = np.asarray(body) + s['body'].start
+  perm[s['face']] = np.asarray(face) + s['face'].start
+  perm[s['hand_left']] = np.arange(s['hand_right'].start, s['hand_right'].stop)
+  perm[s['hand_right']] = np.arange(s['hand_left'].start, s['hand_left'].stop)
+  return perm
+
+
+MIRROR = _mirror_permutation()  # MIRROR[k]: where point k of the original lands in the mirror image
+
+
+def flip_keypoints(points):
+  """Keypoints of the left-right mirrored image: float[..., 137, 3] -> the same shape.
+
+  x becomes -x (normalisation removes the image width, so no width is needed) and left and
+  right points trade places (shoulders, eyes, jaw line, hands, ...); confidences move along.
+  """
+  xp = _xp(points)
+  mirrored = points * xp.asarray([-1.0, 1.0, 1.0], dtype=points.dtype)
+  return mirrored[..., MIRROR, :]  # MIRROR is its own inverse: slot k takes the point that moves to k
 
 
 def keypoint_features(points, *, min_confidence: float = 0.05):
