@@ -25,6 +25,15 @@ RESUMABLE_KEYS = (
     "progress_bar",
 )
 
+# Keys added to the configs after runs already existed, with the value that reproduces what those
+# runs did: a run whose config.json lacks such a key (or holds the old form) resumes under it.
+ADDED_KEYS = {
+    "data.sampler": ("shuffle",),
+    "data.balance_power": (1.0,),
+    "loss.soft_targets": (0.0,),
+    "loss.class_weights": ("", None),  # was a list field, None = no weights
+}
+
 
 class WorkdirConflictError(ValueError):
     """The workdir holds a run of another config."""
@@ -64,7 +73,13 @@ def claim(workdir: str, config) -> None:
         with open(path) as f:
             saved = json.load(f)
         a, b = flatten(saved), flatten(current)
-        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_KEYS)
+        def same(k):
+            if a.get(k) == b.get(k) or k in RESUMABLE_KEYS:
+                return True
+            neutral = ADDED_KEYS.get(k, ())
+            return (k not in a or a[k] in neutral) and b.get(k) in neutral
+
+        diff = sorted(k for k in set(a) | set(b) if not same(k))
         if diff:
             shown = "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:6])
             raise WorkdirConflictError(

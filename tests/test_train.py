@@ -40,6 +40,22 @@ def test_workdir_of_another_config_is_refused(tiny_tfds, tmp_path):
         workdir_lib.claim(str(tmp_path), tiny_config(data_dir, **{"model.width": 64}))
 
 
+def test_runs_from_before_added_config_keys_still_resume(tiny_tfds, tmp_path):
+    import json
+
+    data_dir, _ = tiny_tfds
+    workdir_lib.claim(str(tmp_path), tiny_config(data_dir))
+    path = tmp_path / workdir_lib.CONFIG_FILE
+    old = json.loads(path.read_text())
+    del old["data"]["sampler"], old["data"]["balance_power"], old["loss"]["soft_targets"]
+    old["loss"]["class_weights"] = None
+    path.write_text(json.dumps(old))
+    workdir_lib.claim(str(tmp_path), tiny_config(data_dir))  # the keys' neutral values: same run
+    path.write_text(json.dumps(old))
+    with pytest.raises(workdir_lib.WorkdirConflictError, match="data.sampler"):
+        workdir_lib.claim(str(tmp_path), tiny_config(data_dir, **{"data.sampler": "class_balanced"}))
+
+
 def _train_cmd(data_dir, workdir, steps=24):
     return [sys.executable, "-m", "fer_jax.train", "--config", "configs/frames.py:tiny", "--workdir", str(workdir),
             f"--config.dataset.name=dfew/frames64", f"--config.dataset.data_dir={data_dir}",
