@@ -258,6 +258,9 @@ class _Preemption:
 
 def train_and_evaluate(config, workdir: str) -> dict:
     """Trains config's model on its fold, evaluating on the fold's test split; returns final metrics."""
+    if "pretrain" in config:
+        raise ConfigError("this is an OmniVec pretraining config (it has a `pretrain` block); run it with "
+                          "python -m fer_jax.pretrain, and train classifiers with configs/fusion.py or frames.py.")
     is_main = jax.process_index() == 0
     # -- Workdir: one config per workdir ---------------------------------------------------------
     if is_main:

@@ -248,6 +248,12 @@ def test_omnivec_errors_name_the_problem(pose_features, pretrained, tmp_path):
         pretrain.omnivec_from_run(str(tmp_path / "nowhere"))
     with pytest.raises(ConfigError, match="no `pretrain` block"):
         pretrain.pretrain(features_config(pose_features), str(tmp_path / "wrong"))
+    with pytest.raises(ConfigError, match="fer_jax.pretrain"):
+        train.train_and_evaluate(_pretrain_config(pose_features), str(tmp_path / "wrong2"))
+    from fer_jax import evaluate
+
+    with pytest.raises(ConfigError, match="no classifier to evaluate"):
+        evaluate.evaluate_checkpoint(workdir)
 
 
 def test_pretraining_on_eight_devices_matches_one(pose_features, tmp_path):
