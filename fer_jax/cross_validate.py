@@ -38,7 +38,7 @@ def finished_result(workdir: str, num_steps: int) -> dict | None:
 
 def run_folds(config, workdir: str, folds) -> dict:
     """Trains/evaluates each fold (skipping finished ones); returns per-fold and summary metrics."""
-    from fer_jax import train
+    from fer_jax import input_pipeline, train
 
     per_fold = {}
     for k in folds:
@@ -46,6 +46,7 @@ def run_folds(config, workdir: str, folds) -> dict:
         c = copy.deepcopy(config)
         with c.unlocked():
             c.dataset.fold = int(k)
+            c.dataset.name = input_pipeline.dataset_name(c)  # e.g. per-fold features '..._x{fold}'
         done = finished_result(fold_dir, int(c.num_train_steps))
         if done is None:
             log.info("fold %d: training in %s", k, fold_dir)

@@ -40,6 +40,18 @@ def fold_split(config, part: str) -> str:
     return {"train": train, "test": test}[part]
 
 
+def dataset_name(config) -> str:
+    """config.dataset.name with '{fold}' replaced by config.dataset.fold.
+
+    For per-fold datasets, e.g. OmniVec features pretrained without fold k's clips:
+    `dfew_features/mini_xception_fer_omnivec_x{fold}`.
+    """
+    name = str(config.dataset.name)
+    if "{fold}" in name:
+        return name.replace("{fold}", str(int(config.dataset.fold)))
+    return name
+
+
 def open_source(config, split: str):
     """tfds.data_source for config.dataset.name and `split`, with a useful error when absent.
 
@@ -61,7 +73,7 @@ def open_builder(config):
     import tfds_dfew.dfew  # noqa: F401  (registers the `dfew` builder)
     from tfds_dfew import features as features_lib
 
-    name = config.dataset.name
+    name = dataset_name(config)
     data_dir = os.path.expanduser(config.dataset.data_dir)
     if name.startswith(features_lib.NAME + "/"):
         builder = features_lib.open_builder(data_dir, name.split("/", 1)[1])

@@ -261,6 +261,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if "pretrain" in config:
         raise ConfigError("this is an OmniVec pretraining config (it has a `pretrain` block); run it with "
                           "python -m fer_jax.pretrain, and train classifiers with configs/fusion.py or frames.py.")
+    if "{fold}" in str(config.dataset.name):  # a per-fold dataset: the run records the concrete one
+        with config.unlocked():
+            config.dataset.name = input_pipeline.dataset_name(config)
     is_main = jax.process_index() == 0
     # -- Workdir: one config per workdir ---------------------------------------------------------
     if is_main:

@@ -36,3 +36,20 @@ def test_ablation_cli_writes_table_and_chart(tiny_features, tmp_path):
     bad = run_module("fer_jax.cross_validate", "--config", "configs/fusion.py:face", "--workdir", str(tmp_path / "x"),
                      f"--config.dataset.data_dir={out}", "--subsets=face+pose")
     assert bad.returncode == 2 and "does not define" in bad.stderr
+
+
+def test_per_fold_datasets_get_their_fold(monkeypatch, tmp_path):
+    """'{fold}' in the dataset name (features pretrained without that fold) becomes each fold's number."""
+    from fer_jax import input_pipeline, train
+
+    config = features_config(str(tmp_path), **{"dataset.name": "dfew_features/mx_omnivec_x{fold}"})
+    seen = {}
+
+    def fake_train(c, workdir):
+        seen[c.dataset.fold] = c.dataset.name
+        return {"uar": 0.5, "war": 0.5}
+
+    monkeypatch.setattr(train, "train_and_evaluate", fake_train)
+    cross_validate.run_folds(config, str(tmp_path), [2, 5])
+    assert seen == {2: "dfew_features/mx_omnivec_x2", 5: "dfew_features/mx_omnivec_x5"}
+    assert input_pipeline.dataset_name(features_config(str(tmp_path))) == "dfew_features/mini_xception_fer"
