@@ -53,8 +53,9 @@ def pad_rows(local_batch: dict, multiple: int) -> dict:
     """Pads every array to a multiple of `multiple` rows by repeating row 0, with mask False there.
 
     A batch that does not divide over the devices is padded instead of dropped or refused: the
-    loss, accuracy and confusion matrix ignore rows whose `mask` is False. (BatchNorm statistics
-    of a frames model do see the repeated row.)
+    loss, accuracy and confusion matrix ignore rows whose `mask` is False. (BatchNorm's batch
+    statistics would see the repeated row, so training refuses such a batch for BatchNorm models;
+    evaluation uses running statistics and is unaffected.)
     """
     n = len(local_batch["mask"])
     target = -(-n // multiple) * multiple

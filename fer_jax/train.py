@@ -233,6 +233,23 @@ def evaluate(config, trainer: Trainer, state, split: str | None = None, *, progr
 # ----------------------------------------------------------------------------------------------
 
 
+def _check_batchnorm_batch(config, state, mesh) -> None:
+    """Refuses a training batch that must be padded when the model has BatchNorm.
+
+    Padding rows (a batch that does not divide over this process's devices) are masked out of
+    the loss, but BatchNorm's batch statistics would count them.
+    """
+    if not jax.tree.leaves(nnx.State(state["model_state"]).filter(nnx.BatchStat)):
+        return
+    local_devices = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
+    local_batch = int(config.batch_size) // jax.process_count()
+    if local_batch % local_devices:
+        raise ConfigError(
+            f"config.batch_size={config.batch_size} gives {local_batch} clips per process, which do not divide "
+            f"over its {local_devices} devices; this model has BatchNorm, whose batch statistics would count "
+            f"the padding rows. Use a multiple of {local_devices * jax.process_count()}.")
+
+
 class _Preemption:
     """Turns SIGTERM into a flag the loop checks after each step."""
 
@@ -275,6 +292,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     # -- Model, optimizer, train state --------------------------------------------------------------
     graphdef, tx, state = init_state(config, input_shapes)
+    _check_batchnorm_batch(config, state, mesh)
     state = jax.device_put(state, parallel.replicated(mesh))
     class_counts = None
     if str(config.loss.get("class_weights", "") or "").strip() == "balanced":

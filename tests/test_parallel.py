@@ -72,3 +72,13 @@ def test_batch_not_divisible_by_devices_is_padded(tiny_features, tmp_path):
     n_test = len(input_pipeline.open_source(features_config(features_dir), "fold1"))
     report = evaluate.evaluate_checkpoint(str(tmp_path / "eight"))
     assert report["num_clips"] == n_test
+
+
+def test_batchnorm_models_refuse_a_training_batch_that_needs_padding(tiny_tfds, tmp_path):
+    data_dir, _ = tiny_tfds
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    cmd = [sys.executable, "-m", "fer_jax.train", "--config", "configs/frames.py:tiny", "--workdir", str(tmp_path),
+           "--config.dataset.name=dfew/frames64", f"--config.dataset.data_dir={data_dir}", "--config.batch_size=12"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "error: config.batch_size=12" in proc.stderr and "Use a multiple of 8" in proc.stderr
