@@ -132,6 +132,7 @@ def pretrain(config, workdir: str) -> dict:
         with open(os.path.join(workdir, SHAPES_FILE), "w") as f:
             json.dump({"input_shapes": {m: list(s) for m, s in shapes.items()}}, f, indent=2)
     graphdef, tx, state = train.init_state(config, shapes, build=registry.build_omnivec)
+    train.check_batchnorm_batch(config, state, mesh)
     state = jax.device_put(state, parallel.replicated(mesh))
     train_step, loss_step = make_steps(config, graphdef, tx, mesh)
     num_clips = len(input_pipeline.open_source(config, split))

@@ -233,7 +233,7 @@ def evaluate(config, trainer: Trainer, state, split: str | None = None, *, progr
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_batchnorm_batch(config, state, mesh) -> None:
+def check_batchnorm_batch(config, state, mesh) -> None:
     """Refuses a training batch that must be padded when the model has BatchNorm.
 
     Padding rows (a batch that does not divide over this process's devices) are masked out of
@@ -292,7 +292,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     # -- Model, optimizer, train state --------------------------------------------------------------
     graphdef, tx, state = init_state(config, input_shapes)
-    _check_batchnorm_batch(config, state, mesh)
+    check_batchnorm_batch(config, state, mesh)
     state = jax.device_put(state, parallel.replicated(mesh))
     class_counts = None
     if str(config.loss.get("class_weights", "") or "").strip() == "balanced":

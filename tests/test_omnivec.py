@@ -96,6 +96,25 @@ def test_reconstruction_loss_matches_numpy_float64():
     np.testing.assert_allclose(loss, total / count, rtol=2e-5)
 
 
+def test_omnivec_on_raw_frames_reconstructs_pixels():
+    """Any tokenizer works: a CNN on frames next to keypoints; the decoder predicts H*W*3 values per frame."""
+    from configs import omnivec as omnivec_configs
+
+    c = omnivec_configs.get_config("face+pose")
+    c.modalities.face.input, c.modalities.face.tokenizer = "frames", "cnn"
+    c.modalities.face.channels = (4, 8)
+    c.model.width, c.model.depth, c.model.mlp_dim = 16, 1, 32
+    model = registry.build_omnivec(c, {"face": (4, 16, 16, 3), "pose": (4, 411)})
+    assert model.decoders["face"].kernel.shape == (16, 16 * 16 * 3)
+    rng = np.random.default_rng(0)
+    x = {"face": rng.integers(0, 255, (2, 4, 16, 16, 3)).astype(np.uint8),
+         "pose": rng.normal(size=(2, 4, 411)).astype(np.float32)}
+    hidden = {"face": np.array([[1, 0, 0, 1], [0, 1, 0, 0]], bool), "pose": np.zeros((2, 4), bool)}
+    loss, per = model.reconstruction_loss(x, None, hidden)
+    assert np.isfinite(loss) and float(per["pose"]) == 0.0 and float(per["face"]) > 0
+    assert model.encoder(x).shape == (2, 4, 16)
+
+
 # ----------------------------------------------------------------------------------------------
 # Pretraining, extraction and fine-tuning on the tiny synthetic release (with OpenPose).
 # ----------------------------------------------------------------------------------------------

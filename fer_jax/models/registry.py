@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from fer_jax.errors import ConfigError
@@ -142,5 +143,5 @@ def build_omnivec(config, input_shapes: Mapping[str, tuple[int, ...]], *, seed: 
     encoder = OmniVec(tokenizers, num_frames=max(num_frames_of(input_shapes[n]) for n in tokenizers),
                       width=m.width, depth=m.depth, num_heads=m.num_heads, mlp_dim=m.mlp_dim,
                       dropout=m.get("dropout", 0.0), dtype=None if dtype == jnp.float32 else dtype, rngs=rngs)
-    dims = {name: int(input_shapes[name][-1]) for name in tokenizers}
+    dims = {name: int(np.prod(input_shapes[name][1:])) for name in tokenizers}  # per frame, e.g. H*W*3 pixels
     return OmniVecPretrainer(encoder, dims, dtype=None if dtype == jnp.float32 else dtype, rngs=rngs)
