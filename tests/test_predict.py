@@ -354,9 +354,9 @@ def test_frame_size_comes_from_the_frames_build_also_with_pose():
 
 
 def test_features_that_need_more_than_frames_are_refused():
-    setup = {"source": "dfew_features/x", "generators": {"omnivec": {"generator": "omnivec", "weights": "checkpoint:/r"}}}
-    with pytest.raises(ValueError, match="cannot be computed from a video"):
-        predict._generator_for(setup, "omnivec", "dfew_features/x_omnivec")
+    setup = {"source": "dfew_features/x", "generators": {"external": {"generator": "npy", "weights": "npy:/e"}}}
+    with pytest.raises(ValueError, match="cannot be computed for a video"):
+        predict._generator_for(setup, "external", "dfew_features/x_external")
 
 
 def test_command_line_goes_on_after_a_bad_video(videos, tmp_path):
