@@ -19,15 +19,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(features_dir, workdir, processes: int, devices_each: int):
-    """Trains configs/fusion.py:face (tiny) with `processes` processes of `devices_each` CPU devices."""
+def _run(features_dir, workdir, processes: int, devices_each: int, module="fer_jax.train", config=None):
+    """Trains configs/fusion.py:face (tiny) with `processes` processes of `devices_each` CPU devices.
+
+    module="fer_jax.pretrain" with config="configs/omnivec.py:face" pretrains an OmniVec instead.
+    """
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each}")
-    base = [sys.executable, "-m", "fer_jax.train", "--config", "configs/fusion.py:face", "--workdir", str(workdir),
+    base = [sys.executable, "-m", module, "--config", config or "configs/fusion.py:face", "--workdir", str(workdir),
             "--config.dataset.name=dfew_features/mini_xception_fer", f"--config.dataset.data_dir={features_dir}",
-            "--config.batch_size=8", "--config.eval_batch_size=8", "--config.num_train_steps=6",
-            "--config.checkpoint_every=3", "--config.log_every=1", "--config.eval_every=0",
+            "--config.batch_size=8", "--config.num_train_steps=6",
+            "--config.checkpoint_every=3", "--config.log_every=1",
             "--config.model.width=32", "--config.model.depth=1", "--config.model.mlp_dim=64",
             "--config.progress_bar=False"]
+    if module == "fer_jax.train":
+        base += ["--config.eval_batch_size=8", "--config.eval_every=0"]
     port = _free_port()
     procs = []
     for i in range(processes):
@@ -82,3 +87,18 @@ def test_two_processes_match_one_and_checkpoints_move(tiny_features, tmp_path):
     errs = _run(features_dir, tmp_path / "one_then_two", processes=2, devices_each=2)
     assert "resumed from checkpoint at step 3" in errs[0]
     _assert_same_state(one, tmp_path / "one_then_two")
+
+
+def test_two_processes_pretrain_omnivec_like_one(tiny_features, tmp_path):
+    """The masking is drawn inside the sharded step: the same global batch gives the same loss."""
+    _, features_dir, _ = tiny_features
+    kw = dict(module="fer_jax.pretrain", config="configs/omnivec.py:face")
+    errs = _run(features_dir, tmp_path / "two", processes=2, devices_each=2, **kw)
+    assert "fold1+fold2+fold3+fold4+fold5+unlabelled" in errs[0]
+    _run(features_dir, tmp_path / "one", processes=1, devices_each=4, **kw)
+    logs = {n: workdir_lib.read_metrics(str(tmp_path / n)) for n in ("two", "one")}
+    losses = {n: [m["loss"] for m in log if m["split"] == "pretrain"] for n, log in logs.items()}
+    assert len(losses["two"]) == 6
+    np.testing.assert_allclose(losses["two"], losses["one"], rtol=2e-5)
+    final = {n: [m["reconstruction_loss"] for m in log if m["split"] == "pretrain_eval"] for n, log in logs.items()}
+    np.testing.assert_allclose(final["two"], final["one"], rtol=2e-5)
