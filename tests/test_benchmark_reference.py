@@ -1,4 +1,4 @@
-"""The PyTorch reference of benchmarks/train_step.py matches the Flax fusion model and the real train step.
+"""The PyTorch references of the benchmarks match the Flax models and the real train and pretraining steps.
 
 Checks: equal parameter counts (small config and the benchmark's own), equal eval-mode logits
 given copied weights (with and without token masks), and equal parameters after a few AdamW
@@ -143,4 +143,56 @@ def test_adamw_steps_match_the_real_train_step():
             keys = np.s_[config.model.width : 2 * config.model.width]
             got, value, start = np.delete(got, keys), np.delete(value, keys), np.delete(start, keys)
         assert np.abs(value - start).max() > 1e-4, path  # every parameter moved
+        np.testing.assert_allclose(got, value, rtol=1e-4, atol=2e-6, err_msg=path)
+
+
+# ----------------------------------------------------------------------------------------------
+# benchmarks/pretrain_step.py: the OmniVec pretraining twin
+# ----------------------------------------------------------------------------------------------
+
+
+def test_omnivec_twin_matches_the_real_pretraining_step():
+    """Same weights and masking: equal losses over 3 AdamW steps (clipping on), equal final parameters."""
+    from fer_jax import parallel, pretrain, train
+    from fer_jax.models import omnivec, registry
+
+    to = _load("torch_omnivec")
+    pb = _load("pretrain_step")
+    config = pb.benchmark_config(4)
+    config.model.width, config.model.mlp_dim = 32, 48
+    config.num_train_steps, config.optimizer.warmup_steps, config.optimizer.lr = 5, 1, 3e-3
+    config.optimizer.grad_clip_norm = 0.5
+    shapes = {m: (pb.NUM_FRAMES, f) for m, f in pb.INPUT_DIMS.items()}
+    graphdef, tx, state = train.init_state(config, shapes, build=registry.build_omnivec)
+    assert train.param_count(state) == tf.param_count(to.from_config(config, pb.INPUT_DIMS, pb.NUM_FRAMES))
+    model = to.from_config(config, pb.INPUT_DIMS, pb.NUM_FRAMES)
+    tf.load_flax_params(model, _flat(state["params"]))
+    opt, sched = tf.make_optimizer(model, config)
+    mesh = parallel.make_mesh()
+    step_fn, _ = pretrain.make_steps(config, graphdef, tx, mesh)
+    state = jax.device_put(state, parallel.replicated(mesh))
+    key = jax.random.key(0)
+    for step in range(3):
+        batch = pb.random_batch(4 * mesh.size, seed=step)
+        batch["mask"][-1] = False  # a padding row: no loss
+        step_key = jax.random.fold_in(key, step)
+        # the masking the JAX step draws from its key (fer_jax.pretrain.make_steps)
+        present = np.stack([np.ones(batch["face"].shape[:2], bool), batch["mask/pose"]], axis=1)
+        mask_key, _ = jax.random.split(step_key)
+        hidden = np.array(omnivec.sample_hidden(mask_key, present, mask_ratio=config.pretrain.mask_ratio,
+                                                  modality_mask_prob=config.pretrain.modality_mask_prob))
+        state, stats = step_fn(state, parallel.global_batch(batch, mesh), step_key)
+        tb = {k: torch.from_numpy(v) for k, v in batch.items()}
+        out = to.train_step(model, opt, sched, tb, {"face": torch.from_numpy(hidden[:, 0]),
+                                                    "pose": torch.from_numpy(hidden[:, 1])},
+                            grad_clip_norm=config.optimizer.grad_clip_norm)
+        np.testing.assert_allclose(float(out["loss"]), float(stats["loss"]), rtol=1e-5)
+        assert float(stats["grad_norm"]) > config.optimizer.grad_clip_norm  # clipping exercised
+    theirs = {n: p.detach().numpy() for n, p in model.named_parameters()}
+    for path, value in _flat(state["params"]).items():
+        name, transpose = tf.torch_name(path)
+        got = theirs[name].T if transpose else theirs[name]
+        if path.endswith("attn/qkv/bias"):  # key bias: zero true gradient, Adam amplifies noise (see above)
+            keys = np.s_[config.model.width : 2 * config.model.width]
+            got, value = np.delete(got, keys), np.delete(value, keys)
         np.testing.assert_allclose(got, value, rtol=1e-4, atol=2e-6, err_msg=path)
