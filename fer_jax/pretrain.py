@@ -122,6 +122,9 @@ def pretrain(config, workdir: str) -> dict:
     """Pretrains config's OmniVec; returns {'reconstruction_loss', 'steps', 'clips'}."""
     if "pretrain" not in config:
         raise ConfigError("this config has no `pretrain` block; pretraining takes configs/omnivec.py.")
+    if config.data.get("sampler", "shuffle") != "shuffle":
+        raise ConfigError(f"config.data.sampler={config.data.sampler!r}: pretraining reads every clip once per "
+                          "epoch ('shuffle'); a label-based sampler would leave out the unlabelled clips.")
     is_main = jax.process_index() == 0
     if is_main:
         workdir_lib.claim(workdir, config)

@@ -271,6 +271,8 @@ def test_omnivec_errors_name_the_problem(pose_features, pretrained, tmp_path):
         pretrain.omnivec_from_run(workdir, inputs={"face": "face_resnet18", "pose": "keypoints"})
     with pytest.raises(FileNotFoundError, match="config.json"):
         pretrain.omnivec_from_run(str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="leave out the unlabelled clips"):
+        pretrain.pretrain(_pretrain_config(pose_features, **{"data.sampler": "class_balanced"}), str(tmp_path / "s"))
     with pytest.raises(ConfigError, match="no `pretrain` block"):
         pretrain.pretrain(features_config(pose_features), str(tmp_path / "wrong"))
     with pytest.raises(ConfigError, match="fer_jax.pretrain"):
