@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fer_jax.models.transformer import TransformerEncoder
+from fer_jax.models.transformer import TransformerEncoder, dense
 
 
 class OmniVec(nnx.Module):
@@ -143,7 +143,7 @@ class OmniVecPretrainer(nnx.Module):
         out, _ = self.encoder.encode(inputs, masks, hidden, train=train, rngs=rngs)
         total, count, per_modality = 0.0, 0.0, {}
         for i, name in enumerate(self.encoder.modalities):
-            pred = self.decoders[name](out[:, i]).astype(jnp.float32)
+            pred = dense(self.decoders[name], out[:, i]).astype(jnp.float32)
             target = standardize(jnp.asarray(inputs[name]).reshape(pred.shape[:2] + (-1,)))
             err = jnp.mean((pred - target) ** 2, axis=-1)  # [B, T]
             weight = hidden[name].astype(jnp.float32)

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from fer_jax.models.transformer import dense
+
 
 class ConvBlock(nnx.Module):
     """3x3 conv (stride s) -> BatchNorm -> ReLU."""
@@ -64,7 +66,7 @@ class FeatureProjection(nnx.Module):
 
     def __call__(self, features, *, train: bool):
         del train
-        return self.proj(self.norm(features))
+        return dense(self.proj, self.norm(features))
 
 
 class GeneratorTokenizer(nnx.Module):
@@ -95,7 +97,7 @@ class KeypointEncoder(nnx.Module):
 
     def __call__(self, features, *, train: bool):
         del train
-        return self.fc2(jax.nn.gelu(self.fc1(self.norm(features))))
+        return dense(self.fc2, jax.nn.gelu(dense(self.fc1, self.norm(features))))
 
 
 class OmniVecTokenizer(nnx.Module):

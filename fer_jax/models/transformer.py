@@ -35,6 +35,16 @@ def dropout(x, rate: float, key):
     return jnp.where(keep, x * scale, jnp.zeros((), x.dtype))
 
 
+def dense(layer: nnx.Module, x):
+    """Applies a Linear layer to x[..., F] as one 2-D matmul over the flattened leading axes.
+
+    Same numbers as `layer(x)`; on CPU, XLA runs the backward weight-gradient matmul of a 2-D
+    input about twice as fast as that of a [B, N, F] input (both leading axes contracted).
+    """
+    lead = x.shape[:-1]
+    return layer(x.reshape(-1, x.shape[-1])).reshape(*lead, -1)
+
+
 class Dropout(nnx.Module):
     """`nnx.Dropout`'s call interface over `dropout` (keys from rngs.dropout(), one per call)."""
 
@@ -63,13 +73,13 @@ class SelfAttention(nnx.Module):
     def __call__(self, x, mask, *, train: bool, rngs: nnx.Rngs | None):
         b, n, d = x.shape
         h = self.num_heads
-        q, k, v = jnp.split(self.qkv(x).reshape(b, n, 3 * h, d // h), 3, axis=2)
+        q, k, v = jnp.split(dense(self.qkv, x).reshape(b, n, 3 * h, d // h), 3, axis=2)
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) * (d // h) ** -0.5
         if mask is not None:
             logits = jnp.where(mask[:, None, None, :], logits, jnp.finfo(logits.dtype).min)
         weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
         weights = self.dropout(weights, deterministic=not train, rngs=rngs)
-        return self.out(jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, n, d))
+        return dense(self.out, jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, n, d))
 
 
 class EncoderBlock(nnx.Module):
@@ -86,7 +96,7 @@ class EncoderBlock(nnx.Module):
     def __call__(self, x, mask, *, train: bool, rngs: nnx.Rngs | None):
         det = not train
         x = x + self.dropout(self.attn(self.norm1(x), mask, train=train, rngs=rngs), deterministic=det, rngs=rngs)
-        y = self.fc2(self.dropout(jax.nn.gelu(self.fc1(self.norm2(x))), deterministic=det, rngs=rngs))
+        y = dense(self.fc2, self.dropout(jax.nn.gelu(dense(self.fc1, self.norm2(x))), deterministic=det, rngs=rngs))
         return x + self.dropout(y, deterministic=det, rngs=rngs)
 
 
