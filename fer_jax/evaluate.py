@@ -16,7 +16,6 @@ from absl import flags
 
 from fer_jax import checkpoint as ckpt_lib
 from fer_jax import input_pipeline, metrics, parallel, plots, workdir as workdir_lib
-from fer_jax.errors import ConfigError
 
 flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the newest).")
 flags.DEFINE_string("split", None, "TFDS split (default: the run's fold test split, e.g. fold1).")
@@ -29,12 +28,7 @@ def evaluate_checkpoint(workdir: str, *, step: int | None = None, split: str | N
     """Restores a checkpoint of the run in `workdir` and evaluates it; returns the summary dict."""
     from fer_jax import train
 
-    config = workdir_lib.load_config(workdir)
-    if "pretrain" in config:
-        raise ConfigError(f"{workdir} is an OmniVec pretraining run: it has no classifier to evaluate (its "
-                          "reconstruction loss is in metrics.jsonl). Evaluate a fusion run that uses it.")
-    if data_dir:
-        config.dataset.data_dir = data_dir
+    config = workdir_lib.load_classifier_config(workdir, data_dir)
     checkpoints = ckpt_lib.RunCheckpoints(workdir, read_only=True)
     steps = checkpoints.all_steps()
     if not steps:

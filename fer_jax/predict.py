@@ -236,12 +236,7 @@ def run_predictor(workdir: str, *, data_dir: str | None = None, batch: int = 16)
     from fer_jax import checkpoint as ckpt_lib, input_pipeline, train, workdir as workdir_lib
     from tfds_dfew import features as features_lib
 
-    config = workdir_lib.load_config(workdir)
-    if "pretrain" in config:
-        raise ConfigError(f"{workdir} is an OmniVec pretraining run: it has no classifier; predict with a fusion "
-                          "run that uses it.")
-    if data_dir:
-        config.dataset.data_dir = data_dir
+    config = workdir_lib.load_classifier_config(workdir, data_dir)
     name = str(config.dataset.name)
     modalities = {m: spec for m, spec in config.modalities.items()}
     for spec in modalities.values():

@@ -64,6 +64,22 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(json.load(f))
 
 
+def load_classifier_config(workdir: str, data_dir: str | None = None) -> ml_collections.ConfigDict:
+    """The config of a classifier run (train/cross_validate), optionally pointed at another data_dir.
+
+    Refuses an OmniVec pretraining run, which has no classifier to evaluate or predict with.
+    """
+    from fer_jax.errors import ConfigError
+
+    config = load_config(workdir)
+    if "pretrain" in config:
+        raise ConfigError(f"{workdir} is an OmniVec pretraining run: it has no classifier (its reconstruction "
+                          "loss is in metrics.jsonl). Use a fusion run that uses it.")
+    if data_dir:
+        config.dataset.data_dir = data_dir
+    return config
+
+
 def claim(workdir: str, config) -> None:
     """Writes config.json into a new workdir, or checks that an existing run has the same config."""
     os.makedirs(workdir, exist_ok=True)

@@ -279,7 +279,7 @@ def test_omnivec_errors_name_the_problem(pose_features, pretrained, tmp_path):
         train.train_and_evaluate(_pretrain_config(pose_features), str(tmp_path / "wrong2"))
     from fer_jax import evaluate
 
-    with pytest.raises(ConfigError, match="no classifier to evaluate"):
+    with pytest.raises(ConfigError, match="has no classifier"):
         evaluate.evaluate_checkpoint(workdir)
 
 
