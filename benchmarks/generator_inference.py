@@ -1,6 +1,14 @@
-"""Benchmark: ResNet-18 feature-extraction inference frames/s, Flax NNX (XLA CPU) vs torchvision.
+"""Benchmark: generator feature-extraction inference frames/s, Flax NNX (XLA CPU) vs PyTorch eager.
 
     python benchmarks/generator_inference.py [--batch 32 --size 112 --repeats 15]
+    python benchmarks/generator_inference.py --model vit_b16 [--batch 8 --repeats 10]
+
+--model resnet18 (default) measures the ResNet-18 variants below; --model vit_b16 measures
+CLIP ViT-B/16 image features at 224 px (`encode_images`, float32[B, 224, 224, 3] -> [B, 512],
+fer_jax.models.vit with QuickGELU, jit) against open_clip's `encode_image` (ViT-B-16-quickgelu,
+eager, inference_mode), the same random weights (LayerNorms and biases randomised too) read by
+each side from the same file, the same input; there are no BatchNorms to fold, so the
+`flax_folded*` variants do not apply to it.
 
 Measures `features(x)` (global-average-pooled 512-d output, x: float32[B, H, W, 3]) for:
   torch_eager            torchvision resnet18, eager, NCHW, inference_mode
@@ -46,9 +54,10 @@ XLA_VARIANTS = {
     "no_ynn": "--xla_cpu_experimental_ynn_fusion_type=",  # no YNNPACK fusions: Eigen convolutions
 }
 TORCH_VARIANTS = ("torch_eager", "torch_channels_last", "torch_compile")
+MODEL_TITLES = {"resnet18": "ResNet-18", "vit_b16": "CLIP ViT-B/16 (QuickGELU, open_clip layout)"}
 
 
-def all_variants(xla_variants: dict[str, str]) -> dict[str, dict]:
+def all_variants(xla_variants: dict[str, str], model: str = "resnet18") -> dict[str, dict]:
     """name -> {framework, folded, xla_flags}."""
     out = {name: {"framework": "torch", "folded": False, "xla_flags": ""} for name in TORCH_VARIANTS}
     out["flax"] = {"framework": "flax", "folded": False, "xla_flags": ""}
@@ -56,6 +65,8 @@ def all_variants(xla_variants: dict[str, str]) -> dict[str, dict]:
     for name, flags in xla_variants.items():
         out[f"flax_{name}"] = {"framework": "flax", "folded": False, "xla_flags": flags}
         out[f"flax_folded_{name}"] = {"framework": "flax", "folded": True, "xla_flags": flags}
+    if model != "resnet18":  # BatchNorm folding is a ResNet variant
+        out = {k: v for k, v in out.items() if not v["folded"]}
     return out
 
 
@@ -66,14 +77,21 @@ def _say(kind: str, **payload) -> None:
     print(PREFIX + json.dumps({"kind": kind, **payload}), flush=True)
 
 
-def _torch_worker(variant: str, workdir: Path, warmup: int):
+def _torch_worker(variant: str, workdir: Path, warmup: int, model_name: str = "resnet18"):
     import torch
     import torchvision
 
-    model = torchvision.models.resnet18()
-    model.load_state_dict(torch.load(workdir / "weights.pth", map_location="cpu", weights_only=True))
-    model.fc = torch.nn.Identity()
-    model.eval()
+    if model_name == "vit_b16":
+        import open_clip
+
+        clip = open_clip.create_model("ViT-B-16", pretrained=None, force_quick_gelu=True)
+        clip.load_state_dict(torch.load(workdir / "weights.pth", map_location="cpu", weights_only=True))
+        model = clip.visual.eval()  # encode_image(x) is visual(x)
+    else:
+        model = torchvision.models.resnet18()
+        model.load_state_dict(torch.load(workdir / "weights.pth", map_location="cpu", weights_only=True))
+        model.fc = torch.nn.Identity()
+        model.eval()
     x = torch.from_numpy(np.ascontiguousarray(np.load(workdir / "x.npy").transpose(0, 3, 1, 2)))
     if variant == "torch_channels_last":
         model = model.to(memory_format=torch.channels_last)
@@ -93,20 +111,29 @@ def _torch_worker(variant: str, workdir: Path, warmup: int):
     return step, out.numpy(), first, {"torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
-def _flax_worker(variant: str, folded: bool, workdir: Path, warmup: int):
+def _flax_worker(variant: str, folded: bool, workdir: Path, warmup: int, model_name: str = "resnet18"):
     import jax
     from flax import nnx
 
     sys.path.insert(0, str(REPO))
-    from fer_jax.models.resnet import fold_batchnorm, resnet18
-    from fer_jax.weights.torchvision import load_torchvision
+    if model_name == "vit_b16":
+        from fer_jax.models.vit import clip_vit_b16
+        from fer_jax.weights.vit_loaders import load_openclip
 
-    model = nnx.eval_shape(lambda: resnet18(num_classes=None, rngs=nnx.Rngs(0)))
-    load_torchvision(model, workdir / "weights.npz", strict=True)
-    if folded:
-        model = fold_batchnorm(model)
-    graphdef, state = nnx.split(model)
-    features = jax.jit(lambda s, x: nnx.merge(graphdef, s).features(x))
+        model = nnx.eval_shape(lambda: clip_vit_b16(rngs=nnx.Rngs(0)))
+        load_openclip(model, workdir / "weights.safetensors", strict=True)
+        graphdef, state = nnx.split(model)
+        features = jax.jit(lambda s, x: nnx.merge(graphdef, s).encode_images(x))
+    else:
+        from fer_jax.models.resnet import fold_batchnorm, resnet18
+        from fer_jax.weights.torchvision import load_torchvision
+
+        model = nnx.eval_shape(lambda: resnet18(num_classes=None, rngs=nnx.Rngs(0)))
+        load_torchvision(model, workdir / "weights.npz", strict=True)
+        if folded:
+            model = fold_batchnorm(model)
+        graphdef, state = nnx.split(model)
+        features = jax.jit(lambda s, x: nnx.merge(graphdef, s).features(x))
     x = jax.device_put(np.load(workdir / "x.npy"))
 
     def step():
@@ -122,13 +149,13 @@ def _flax_worker(variant: str, folded: bool, workdir: Path, warmup: int):
 
 def worker_main(args) -> None:
     """Build one variant, report READY, then time one call per 'run' line on stdin."""
-    spec = all_variants(dict(XLA_VARIANTS, **dict(args.xla_variant)))[args.worker]
+    spec = all_variants(dict(XLA_VARIANTS, **dict(args.xla_variant)), args.model)[args.worker]
     workdir = Path(args.workdir)
     try:
         if spec["framework"] == "torch":
-            step, out, first, info = _torch_worker(args.worker, workdir, args.warmup)
+            step, out, first, info = _torch_worker(args.worker, workdir, args.warmup, args.model)
         else:
-            step, out, first, info = _flax_worker(args.worker, spec["folded"], workdir, args.warmup)
+            step, out, first, info = _flax_worker(args.worker, spec["folded"], workdir, args.warmup, args.model)
     except Exception as e:  # reported to the main process, which skips the variant
         _say("failed", error=f"{type(e).__name__}: {e}"[:500])
         return
@@ -155,7 +182,7 @@ class Worker:
             env["XLA_FLAGS"] = spec["xla_flags"]
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--workdir", str(workdir)]
-        cmd += ["--warmup", str(args.warmup)]
+        cmd += ["--warmup", str(args.warmup), "--model", args.model]
         for vname, flags in args.xla_variant:
             cmd += ["--xla-variant", f"{vname}={flags}"]
         self.name = name
@@ -220,8 +247,29 @@ def _cpu_seconds(pids: list[int]) -> tuple[float, float] | None:
         return None
 
 
-def prepare(workdir: Path, batch: int, size: int, seed: int) -> None:
+def prepare_vit_b16(workdir: Path, batch: int, seed: int) -> None:
+    """Random open_clip ViT-B-16 (QuickGELU) weights, LayerNorms and biases randomised too: weights.pth
+    (torch.save, whole CLIP model) and weights.safetensors (its image tower), and a random 224 px input."""
+    import open_clip
+    import torch
+    from safetensors.numpy import save_file
+
+    torch.manual_seed(seed)
+    model = open_clip.create_model("ViT-B-16", pretrained=None, force_quick_gelu=True)
+    with torch.no_grad():
+        for name, p in model.visual.named_parameters():
+            if "ln" in name or name.endswith("bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    torch.save(model.state_dict(), workdir / "weights.pth")
+    save_file({k: v.numpy() for k, v in model.visual.state_dict().items()}, str(workdir / "weights.safetensors"))
+    x = np.random.default_rng(seed).normal(size=(batch, 224, 224, 3)).astype(np.float32)
+    np.save(workdir / "x.npy", x)
+
+
+def prepare(workdir: Path, batch: int, size: int, seed: int, model: str = "resnet18") -> None:
     """Random torchvision resnet18 weights (BN statistics randomised too) and a random input."""
+    if model == "vit_b16":
+        return prepare_vit_b16(workdir, batch, seed)
     import torch
     import torchvision
 
@@ -243,7 +291,8 @@ def prepare(workdir: Path, batch: int, size: int, seed: int) -> None:
 
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = [
-        f"ResNet-18 features, batch {meta['batch']}, {meta['size']}x{meta['size']}, float32, "
+        f"{MODEL_TITLES[meta.get('model', 'resnet18')]} features, batch {meta['batch']}, "
+        f"{meta['size']}x{meta['size']}, float32, "
         f"{meta['cpu_count']} CPU cores ({meta['machine']}), {meta['repeats']} interleaved repeats (median); "
         f"load average {meta['load_before']:.2f} before, {min(meta['load_during']):.2f}-{max(meta['load_during']):.2f} "
         "while timing (this benchmark alone adds ~1)"
@@ -271,7 +320,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
 
 
 def main(args) -> None:
-    variants = all_variants(dict(XLA_VARIANTS, **dict(args.xla_variant)))
+    if args.model == "vit_b16":
+        args.size = 224  # the CLIP tower's input size
+    variants = all_variants(dict(XLA_VARIANTS, **dict(args.xla_variant)), args.model)
     names = [n for n in variants if n in args.variants] if args.variants else list(variants)
     if args.no_compile and "torch_compile" in names:
         names.remove("torch_compile")
@@ -279,7 +330,7 @@ def main(args) -> None:
         names.insert(0, "torch_eager")
     with tempfile.TemporaryDirectory(prefix="generator_inference_") as tmp:
         workdir = Path(tmp)
-        prepare(workdir, args.batch, args.size, args.seed)
+        prepare(workdir, args.batch, args.size, args.seed, args.model)
         load_before = os.getloadavg()[0]
         workers, rows = {}, {}
         for name in names:  # one at a time, so that compile times are not disturbed by each other
@@ -326,6 +377,7 @@ def main(args) -> None:
         for name in live:
             rows[name]["ratio_to_torch_eager"] = rows[name]["frames_per_s"] / eager
     meta = {
+        "model": args.model,
         "batch": args.batch,
         "size": args.size,
         "repeats": args.repeats,
@@ -340,13 +392,16 @@ def main(args) -> None:
     table = markdown(list(rows.values()), meta)
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"generator_inference_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    tag = "" if args.model == "resnet18" else f"_{args.model}"
+    path = RESULTS / f"generator_inference{tag}_{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps({"meta": meta, "results": list(rows.values())}, indent=1))
     print(f"\nwritten: {path}", file=sys.stderr)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", choices=sorted(MODEL_TITLES), default="resnet18",
+                   help="resnet18, or vit_b16: CLIP ViT-B/16 image features at 224 px (--size is ignored)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--size", type=int, default=112)
     p.add_argument("--repeats", type=int, default=15, help="timed calls per variant, interleaved")
