@@ -442,3 +442,176 @@ def test_write_split_csvs(tmp_path):
         synthetic.write_split_csvs(tmp_path / "bad", {1: [("1", 1)], 2: [("00001", 2)]})
     with pytest.raises(ValueError, match="1..7"):
         synthetic.write_split_csvs(tmp_path / "bad2", {1: [("1", 0)]})
+
+
+# ----------------------------------------------------------------------------- hard scenario
+from tfds_dfew import synthetic_body, synthetic_hard  # noqa: E402
+
+HAPPY, SAD, NEUTRAL, ANGRY, SURPRISE, DISGUST, FEAR = range(7)
+DFEW_COUNTS = (2445, 1894, 2669, 2173, 1469, 145, 902)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_hard_class_skew_folds_unlabelled_share_and_label_noise(seed):
+    p = synthetic.plan(seed=seed, scenario="hard")  # decides everything, draws nothing
+    labels = p["labels"]
+    assert len(labels) == synthetic_hard.DEFAULT_CLIPS == 1000
+    counts = np.bincount(list(labels.values()), minlength=8)[1:]
+    # DFEW's order of frequencies (Disgust rarest, Fear next ... Neutral most frequent) ...
+    assert list(np.argsort(counts)) == list(np.argsort(DFEW_COUNTS))
+    # ... and its proportions, but for the floor on Disgust (1.2% in DFEW).
+    assert counts[DISGUST] == round(synthetic_hard.DISGUST_FLOOR * 1000) == 55
+    dfew = np.delete(np.asarray(DFEW_COUNTS, float), DISGUST)
+    np.testing.assert_allclose(np.delete(counts, DISGUST), dfew / dfew.sum() * (1000 - 55), atol=1)
+    # Every class keeps >= 10 test clips with frames in every fold (stratified folds; the clips
+    # without a face come from the four most frequent classes only).
+    missing = set(p["missing"])
+    assert len(missing) == 30 and {labels[c] for c in missing} <= {1, 2, 3, 4}
+    for k in range(1, 6):
+        per_class = np.bincount([labels[c] for c in labels if p["folds"][c] == k and c not in missing],
+                                minlength=8)[1:]
+        assert per_class.min() >= 10, (k, per_class)
+    # Unlabelled (multi-labelled) clips: DFEW's share of the clips with frames (4,209 / 15,906).
+    share = len(p["multi"]) / len(p["drawn"])
+    assert abs(share - 4209 / 15906) < 0.01, share
+    # Label noise: exactly 4% of the labelled clips are drawn as another class.
+    noisy = p["noisy"]
+    assert len(noisy) == round(synthetic_hard.LABEL_NOISE * 1000) == 40
+    assert set(noisy) <= set(labels) and all(noisy[c] != labels[c] and 1 <= noisy[c] <= 7 for c in noisy)
+    assert len(set(noisy.values())) >= 5
+    assert synthetic.plan(100, seed)["noisy"] == {}  # easy: no label noise
+
+
+def test_hard_face_pairs_share_their_expression():
+    table = synthetic_hard.EXPRESSIONS
+    np.testing.assert_array_equal(table[[HAPPY, SAD, NEUTRAL]],
+                                  synthetic._EXPRESSIONS[[HAPPY, SAD, NEUTRAL]])
+    assert set(synthetic_hard.FACE_PAIRS) == {(SURPRISE, FEAR), (ANGRY, DISGUST)}
+    for a, b in synthetic_hard.FACE_PAIRS:
+        diff = np.abs(table[a] - table[b])
+        assert (diff > 1e-12).sum() <= 2 and diff.max() < 0.065, diff
+        others = min(np.linalg.norm(table[a] - table[c]) for c in range(7) if c not in (a, b))
+        assert np.linalg.norm(table[a] - table[b]) < 0.15 * others
+
+    # Drawn with the same seed, a pair's faces are nearly the same image; other classes are not.
+    number = next(k for k in range(100, 200)
+                  if synthetic_hard.clip_params(synthetic.clip_rng(4, k, 3), 0, 16).peak > 0.8)
+    frames = {c: synthetic_hard.draw(4, number, c, 16, 64, openpose=False)[0].astype(np.float64)
+              for c in range(7)}
+
+    def dist(i, j):
+        return np.abs(frames[i] - frames[j]).mean()
+
+    assert dist(SURPRISE, FEAR) < 0.25 * min(dist(SURPRISE, c) for c in (HAPPY, SAD, NEUTRAL, ANGRY))
+    assert dist(ANGRY, DISGUST) < 0.25 * min(dist(ANGRY, c) for c in (HAPPY, SAD, NEUTRAL, SURPRISE))
+
+
+def _gesture_stats(params, num_frames=16):
+    """Face-local statistics of a clip's body and hands (y down; face half-width = 1)."""
+    track = synthetic_body.pose_track(params, num_frames)
+    wrists = track["body"][:, [4, 7]]
+    hands = track["hands"]
+    tips = hands[:, :, [4, 8, 12, 16, 20]]
+    return {"height": -wrists[..., 1].min(),  # the highest a wrist gets
+            "openness": np.linalg.norm(tips - hands[:, :, :1], axis=-1).mean(),  # fist < open hand
+            # up-and-down travel beyond one rise (beating) of the busier wrist
+            "shake": (np.abs(np.diff(wrists[..., 1], axis=0)).sum(0) - np.ptp(wrists[..., 1], axis=0)).max(),
+            "centre": np.abs(wrists[-1, :, 0]).max()}  # wrists near the midline at the end
+
+
+def test_hard_pose_separates_the_face_pairs_and_not_the_face_clear_classes():
+    n = 150
+    params = {c: [synthetic_hard.clip_params(synthetic.clip_rng(9, k, 3), c, 16) for k in range(n)]
+              for c in range(7)}
+    # Class-independent draws: the same stream gives the same intensity, head turn, occluder,
+    # framing and motion numbers for every class; the face-clear classes also the same gesture.
+    for k in range(n):
+        ref = params[HAPPY][k]
+        for c in range(1, 7):
+            p = params[c][k]
+            assert (p.peak, p.weak, p.framing) == (ref.peak, ref.weak, ref.framing)
+            np.testing.assert_array_equal(p.yaw, ref.yaw)
+            assert p.motion.keys() == ref.motion.keys()
+            assert all(np.array_equal(p.motion[key], ref.motion[key]) for key in p.motion)
+        assert params[SAD][k].gesture == params[NEUTRAL][k].gesture == ref.gesture
+    # A pair clip shows its own gesture ~80% of the time; the face-clear classes rarely do.
+    for c, gesture in synthetic_hard.CLASS_GESTURE.items():
+        own = np.mean([p.gesture == gesture for p in params[c]])
+        assert 0.7 < own < 0.9, (c, own)
+        assert np.mean([p.gesture == gesture for p in params[HAPPY]]) < 0.15
+    # Weak expressions in about a third of the clips.
+    assert 0.25 < np.mean([p.weak for p in params[HAPPY]]) < 0.45
+
+    stats = {c: [_gesture_stats(p) for p in params[c]] for c in (SURPRISE, FEAR, ANGRY, DISGUST)}
+
+    def median(c, key):
+        return float(np.median([s[key] for s in stats[c]]))
+
+    # surprise: hands thrown up beside the head; fear: hands to the chest, near the midline.
+    assert median(SURPRISE, "height") > median(FEAR, "height") + 2.0
+    assert median(FEAR, "centre") < median(SURPRISE, "centre") - 1.5
+    # angry: pounding fists; disgust: one open hand pushed out, slowly.
+    assert median(ANGRY, "openness") < 0.8 * median(DISGUST, "openness")
+    assert median(ANGRY, "shake") > 2.0 * median(DISGUST, "shake") + 1.0
+
+
+@pytest.fixture(scope="module")
+def hard_tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dfew_hard")
+    summary = synthetic.generate(root, 40, seed=5, frame_size=48, scenario="hard", max_frames=20,
+                                 workers=1)
+    return str(root), summary
+
+
+def test_hard_tree_layout_noise_and_missing_keypoints(hard_tree):
+    root, summary = hard_tree
+    assert summary["scenario"] == "hard" and summary["frame_size"] == 48
+    assert sorted(os.listdir(root)) == ["Annotation", "Clip", "EmoLabel_DataSplit", "OpenPose"]
+    assert len(summary["multi_ids"]) == 14 and len(summary["noisy_ids"]) == 2
+    for cid, drawn in summary["noisy_ids"].items():
+        assert drawn != summary["labels"][cid]
+        assert summary["annotation_labels"][cid] == summary["labels"][cid]  # votes follow the CSV
+    counts = {"empty": 0, "frames": 0, "wrist_missing": 0, "wrist_found": 0, "hand_lost": 0,
+              "face_partial": 0, "hand_points": 0}
+    for cid in os.listdir(os.path.join(root, "OpenPose")):
+        folder = os.path.join(root, "OpenPose", cid)
+        for name in os.listdir(folder):
+            with open(os.path.join(folder, name)) as fh:
+                doc = json.load(fh)
+            counts["frames"] += 1
+            if not doc["people"]:
+                counts["empty"] += 1
+                continue
+            person = doc["people"][0]
+            body = np.reshape(person["pose_keypoints_2d"], (25, 3))
+            face = np.reshape(person["face_keypoints_2d"], (70, 3))
+            for wrist, key in ((4, "hand_right_keypoints_2d"), (7, "hand_left_keypoints_2d")):
+                hand = np.reshape(person[key], (21, 3))
+                assert len(person[key]) == 63
+                if body[wrist, 2] > 0:
+                    counts["wrist_found"] += 1
+                    counts["hand_lost"] += int((hand[:, 2] == 0).all())
+                    counts["hand_points"] += int((hand[:, 2] > 0).sum())
+                else:
+                    counts["wrist_missing"] += 1
+                    assert (hand == 0).all(), "no hand without its wrist"
+            counts["face_partial"] += int(0 < (face[:, 2] == 0).sum() < 70)
+            assert (body[[10, 11, 13, 14, 19, 20, 21, 22, 23, 24]] == 0).all()  # legs: not in shot
+    assert counts["empty"] > 0 and counts["face_partial"] > 0
+    assert counts["wrist_missing"] > 0 and counts["wrist_found"] > 0
+    assert counts["hand_lost"] > 0 and counts["hand_points"] > 0
+
+
+def test_hard_same_seed_same_bytes(tmp_path, hard_tree, capsys):
+    a = synthetic.generate(tmp_path / "a", 8, seed=2, frame_size=40, scenario="hard", max_frames=17,
+                           workers=1)
+    b = synthetic.generate(tmp_path / "b", 8, seed=2, frame_size=40, scenario="hard", max_frames=17,
+                           workers=2)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert a["labels"] == b["labels"] and a["noisy_ids"] == b["noisy_ids"]
+    assert synthetic.main(["--scenario", "hard", "--out", str(tmp_path / "c"), "--clips", "8",
+                           "--seed", "3", "--frame_size", "40", "--max_frames", "17"]) == 0
+    assert "hard scenario" in capsys.readouterr().out
+    assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
+    with pytest.raises(ValueError, match="scenario"):
+        synthetic.generate(tmp_path / "d", 8, scenario="medium")

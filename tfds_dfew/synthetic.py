@@ -22,11 +22,22 @@ carries no class information. Every clip has its own `np.random.Generator` seede
 (seed, clip number): the tree is byte-identical for the same arguments and generation can run
 in parallel in any order.
 
-Python API: `generate`, `draw_clip`, `openpose_frames`, `write_split_csvs`, `annotation_votes`,
-`write_annotation`, `resample_indices`, `clip_rng`. Class order is the project's (index 0..6:
-happy, sad, neutral, angry, surprise, disgust, fear); CSVs hold the official labels 1..7
-(index + 1).
-CLI: `python -m tfds_dfew.synthetic --out DIR --clips N --seed S [--frame_size 224] ...`
+Scenarios. Everything above is the `easy` scenario (the default): the face alone nearly saturates
+(98-99% UAR), so it shows that every stage works but cannot tell a working fusion from one that
+ignores a modality. The `hard` scenario (tfds_dfew/synthetic_hard.py, with the body and hands of
+tfds_dfew/synthetic_body.py) is built so that face and pose complement each other: surprise/fear
+and angry/disgust share their face and differ in body and hand gestures that only the OpenPose
+output carries, happy/sad/neutral are clear in the face only; DFEW's class skew (with a floor
+on Disgust), weak expressions, 4% label noise, off-frontal heads, occluders, missing keypoints
+and DFEW's share of multi-labelled clips; 1,000 labelled clips at 112 px by default. Its module
+docstring gives the design. The easy scenario's output does not change with this option.
+
+Python API: `generate`, `plan`, `scenario_defaults`, `draw_clip`, `openpose_frames`,
+`write_split_csvs`, `annotation_votes`, `write_annotation`, `resample_indices`, `clip_rng`.
+Class order is the project's (index 0..6: happy, sad, neutral, angry, surprise, disgust, fear);
+CSVs hold the official labels 1..7 (index + 1).
+CLI: `python -m tfds_dfew.synthetic --out DIR [--scenario easy|hard] [--clips N] [--seed S]
+[--frame_size PX] ...` (options left out take the scenario's defaults: easy 600 clips at 224 px).
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ import csv
 import datetime
 import io
 import json
+import math
 import multiprocessing
 import os
 import shutil
@@ -335,6 +347,21 @@ def resample_indices(num_frames: int, num_out: int = NUM_FRAMES_16F) -> np.ndarr
     return np.clip(np.round(positions), 0, num_frames - 1).astype(np.int64)
 
 
+def _turn_head(pts: np.ndarray, yaw: float, ry: float) -> np.ndarray:
+    """Face-local points float[n, 2] of a head turned by `yaw` radians (a cheap projection).
+
+    A point's depth is its height on the head ellipsoid (0 on the outline, 0.75 at the centre):
+    x -> x cos(yaw) + depth sin(yaw); y is kept. Points outside the face ellipse (hair, neck,
+    clothes) have depth 0 and only narrow.
+    """
+    x, y = pts[..., 0], pts[..., 1]
+    depth = 1.0 - x * x - (y * (1.0 / ry)) ** 2
+    np.maximum(depth, 0.0, out=depth)
+    out = pts.copy()
+    out[..., 0] = x * math.cos(yaw) + 0.75 * math.sin(yaw) * np.sqrt(depth)
+    return out
+
+
 def _poly(draw: ImageDraw.ImageDraw, pts: np.ndarray, colour) -> None:
     draw.polygon(pts.ravel().tolist(), fill=colour)
 
@@ -348,7 +375,8 @@ def _rgb(c) -> tuple:
 
 
 def draw_clip(rng: np.random.Generator, label, num_frames: int, frame_size: int = 224, *,
-              intensity: float | None = None):
+              intensity: float | None = None, expressions: np.ndarray | None = None,
+              yaw: np.ndarray | None = None, occluders: Sequence | None = None):
     """Draws one clip of a face showing class `label`.
 
     Args:
@@ -360,6 +388,12 @@ def draw_clip(rng: np.random.Generator, label, num_frames: int, frame_size: int 
       num_frames: T >= 1.
       frame_size: S, frames are S x S.
       intensity: overrides the clip's random peak expression intensity (0 = no expression).
+      expressions: float[7, 13] expression table (each class's displacement at intensity 1);
+        default the easy scenario's `_EXPRESSIONS`.
+      yaw: float[T] head turn per frame in radians (0 = frontal): face-local points move
+        sideways with their depth on the head ellipsoid, the outline narrows. None = frontal.
+      occluders: T entries, each None or a list of (polygon float[n, 2] in face-local units,
+        RGB) drawn over the face in that frame (a hand, an object, glasses).
 
     Returns:
       frames: uint8[T, S, S, 3] RGB.
@@ -369,7 +403,7 @@ def draw_clip(rng: np.random.Generator, label, num_frames: int, frame_size: int 
         'apex_frame', 'face_center' float32[T, 2], 'face_scale' float32[T] (face half-width in
         px), 'face_angle' float32[T] (radians), 'face_axes' (1, ry) in face half-widths,
         'blink' float32[T] (1 = eyes fully open), 'mouth_y' and 'mouth_w' (the neutral mouth's
-        height and half-width in face half-widths), 'skin_rgb' float32[3].
+        height and half-width in face half-widths), 'skin_rgb' float32[3], 'yaw' float32[T].
     """
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -409,7 +443,11 @@ def draw_clip(rng: np.random.Generator, label, num_frames: int, frame_size: int 
                    - 0.08 * (np.arange(70) < 17), 0.31, 1.0)
 
     # --- the class ---
-    delta = weights @ _EXPRESSIONS
+    table = _EXPRESSIONS if expressions is None else np.asarray(expressions, np.float64)
+    if table.shape != _EXPRESSIONS.shape:
+        raise ValueError(f"expressions must be float{list(_EXPRESSIONS.shape)}, got {table.shape}")
+    delta = weights @ table
+    turn = np.zeros(num_frames) if yaw is None else np.asarray(yaw, np.float64).reshape(num_frames)
 
     bg_img = Image.fromarray(np.clip(background, 0, 255).astype(np.uint8))
     frames = np.empty((num_frames, size, size, 3), np.uint8)
@@ -423,8 +461,11 @@ def draw_clip(rng: np.random.Generator, label, num_frames: int, frame_size: int 
         c, s, a = np.array([cx[f], cy[f]]), float(scale[f]), float(angle[f])
         rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) * s
 
-        def tf(pts):
-            return np.asarray(pts, dtype=np.float64) @ rot.T + c
+        def tf(pts, turn_f=float(turn[f])):
+            pts = np.asarray(pts, dtype=np.float64)
+            if turn_f:
+                pts = _turn_head(pts, turn_f, ry)
+            return pts @ rot.T + c
 
         def px(v):
             return max(1, int(round(v * s)))
@@ -489,6 +530,8 @@ def draw_clip(rng: np.random.Generator, label, num_frames: int, frame_size: int 
             teeth = np.concatenate([iu, np.stack([iu[:, 0], teeth_low], 1)[::-1]])
             _poly(d, tf(teeth[:, :]), (232, 228, 218))
         _line(d, tf(iu), _rgb(lip * 0.55), px(0.02))
+        for polygon, colour in (occluders[f] or ()) if occluders is not None else ():
+            _poly(d, tf(polygon), _rgb(colour))
 
         # Lighting, then sensor noise (luminance, Gaussian); +0.5 rounds in the cast.
         arr = np.asarray(img, dtype=np.float32)
@@ -514,6 +557,7 @@ def draw_clip(rng: np.random.Generator, label, num_frames: int, frame_size: int 
         "mouth_y": float(p.mouth_y),
         "mouth_w": float(p.mouth_w),
         "skin_rgb": p.skin.astype(np.float32),
+        "yaw": turn.astype(np.float32),
     }
     return frames, keypoints, meta
 
@@ -746,8 +790,12 @@ def _at_least_one(count: float, frac: float, num_clips: int) -> int:
 
 
 def _plan(num_clips: int, seed: int, class_probs, missing_frac: float, short_frac: float,
-          multi_frac: float, max_frames: int) -> dict:
-    """Clip ids, roles, labels, folds and lengths: everything decided before drawing."""
+          multi_frac: float, max_frames: int, missing_classes: Sequence[int] | None = None) -> dict:
+    """Clip ids, roles, labels, folds and lengths: everything decided before drawing.
+
+    missing_classes: official labels (1..7) the clips without a frame folder are taken from
+    (default: any class).
+    """
     rng = np.random.default_rng([seed, 0x5EED, 0])
     num_multi = int(round(multi_frac * num_clips))
     total = num_clips + num_multi
@@ -774,7 +822,11 @@ def _plan(num_clips: int, seed: int, class_probs, missing_frac: float, short_fra
     folds = {cid: (i + offset) % NUM_FOLDS + 1 for i, cid in enumerate(by_class)}
 
     num_missing = min(num_clips, _at_least_one(missing_frac * num_clips, missing_frac, num_clips))
-    missing = sorted(labelled[i] for i in rng.permutation(num_clips)[:num_missing])
+    if missing_classes is None:
+        missing = sorted(labelled[i] for i in rng.permutation(num_clips)[:num_missing])
+    else:
+        pool = [cid for cid in labelled if labels[cid] in set(missing_classes)]
+        missing = sorted(pool[i] for i in rng.permutation(len(pool))[:min(num_missing, len(pool))])
     drawn = sorted(set(ids) - set(missing))
     num_short = min(len(drawn), _at_least_one(short_frac * len(drawn), short_frac, num_clips))
     short = set(drawn[i] for i in rng.permutation(len(drawn))[:num_short])
@@ -796,7 +848,8 @@ def _plan(num_clips: int, seed: int, class_probs, missing_frac: float, short_fra
 
 
 def clip_rng(seed: int, clip_id: str | int, stream: int = 0) -> np.random.Generator:
-    """The generator of one clip: stream 0 draws its frames (`draw_clip`), 1 its OpenPose JSON."""
+    """The generator of one clip: stream 0 draws its frames (`draw_clip`), 1 its OpenPose JSON,
+    2 its annotation votes, 3 the hard scenario's per-clip parameters."""
     return np.random.default_rng([int(seed), int(clip_id), int(stream)])
 
 
@@ -808,9 +861,15 @@ def _encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
 
 def _write_clip(task: tuple) -> int:
     """Draws one clip and writes its frame folders (+ OpenPose JSON). Returns frames written."""
-    out_dir, clip_id, label, num_frames, seed, frame_size, openpose, quality = task
+    out_dir, clip_id, label, num_frames, seed, frame_size, openpose, quality, scenario = task
     number = int(clip_id)
-    frames, face_kp, meta = draw_clip(clip_rng(seed, number, 0), label, num_frames, frame_size)
+    if scenario == "hard":
+        from tfds_dfew import synthetic_hard
+
+        frames, docs, _ = synthetic_hard.draw(seed, number, label, num_frames, frame_size, openpose)
+    else:
+        frames, face_kp, meta = draw_clip(clip_rng(seed, number, 0), label, num_frames, frame_size)
+        docs = openpose_frames(clip_rng(seed, number, 1), face_kp, meta, frame_size) if openpose else None
     var_dir = os.path.join(out_dir, CLIP_DIR, VARIABLE_DIR, clip_id)
     fix_dir = os.path.join(out_dir, CLIP_DIR, FIXED_DIR, clip_id)
     os.makedirs(var_dir)
@@ -822,10 +881,9 @@ def _write_clip(task: tuple) -> int:
     for k, index in enumerate(resample_indices(num_frames)):
         with open(os.path.join(fix_dir, f"{clip_id}_{k + 1:05d}.jpg"), "wb") as fh:
             fh.write(encoded[index])
-    if openpose:
+    if docs is not None:
         pose_dir = os.path.join(out_dir, OPENPOSE_DIR, clip_id)
         os.makedirs(pose_dir)
-        docs = openpose_frames(clip_rng(seed, number, 1), face_kp, meta, frame_size)
         for k, doc in enumerate(docs):
             with open(os.path.join(pose_dir, f"{clip_id}_{k:012d}_keypoints.json"), "w") as fh:
                 fh.write(json.dumps(doc, separators=(",", ":")))
@@ -850,21 +908,103 @@ def _prepare_out_dir(out_dir: str, overwrite: bool) -> None:
     os.makedirs(out_dir, exist_ok=True)
 
 
-def generate(out_dir: str | os.PathLike, num_clips: int, seed: int = 0, frame_size: int = 224, *,
-             missing_frac: float = 0.03, short_frac: float = 0.05, multi_frac: float = 0.05,
-             class_probs: Sequence[float] | None = None, openpose: bool = True,
-             max_frames: int = 60, jpeg_quality: int = 90, overwrite: bool = False,
+SCENARIOS = ("easy", "hard")
+# The easy scenario's defaults (the hard scenario's are synthetic_hard.DEFAULTS).
+EASY_DEFAULTS = {"num_clips": 600, "frame_size": 224, "multi_frac": 0.05, "missing_frac": 0.03,
+                 "short_frac": 0.05, "max_frames": 60, "class_probs": DEFAULT_CLASS_PROBS,
+                 "label_noise": 0.0}
+
+
+def scenario_defaults(scenario: str) -> dict:
+    """num_clips, frame_size, multi_frac, missing_frac, short_frac, max_frames, class_probs and
+    label_noise of a scenario ('easy' or 'hard')."""
+    if scenario == "easy":
+        return dict(EASY_DEFAULTS)
+    if scenario == "hard":
+        from tfds_dfew import synthetic_hard
+
+        return dict(synthetic_hard.DEFAULTS)
+    raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}, got {scenario!r}")
+
+
+def plan(num_clips: int | None = None, seed: int = 0, *, scenario: str = "easy", **overrides) -> dict:
+    """Everything `generate` decides before drawing, without drawing (fast).
+
+    Arguments as `generate` (num_clips, missing_frac, short_frac, multi_frac, class_probs,
+    max_frames, label_noise; None = the scenario's default). Returns a dict: ids, labelled,
+    multi, labels {id: official label 1..7}, folds {id: test fold}, missing, drawn, short,
+    lengths {id: T}, blends {id: float[7]}, noisy {id: the official label the clip is drawn
+    as, for the label-noise clips}, and 'settings' (the resolved arguments).
+    """
+    settings = scenario_defaults(scenario)
+    unknown = set(overrides) - set(settings)
+    if unknown:
+        raise TypeError(f"plan() got unknown argument(s) {sorted(unknown)}")
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    if num_clips is not None:
+        settings["num_clips"] = num_clips
+    n = int(settings["num_clips"])
+    if n < NUM_FOLDS:
+        raise ValueError(f"num_clips must be >= {NUM_FOLDS} (one per test fold), got {n}")
+    for name in ("missing_frac", "short_frac", "multi_frac", "label_noise"):
+        if not 0.0 <= settings[name] < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {settings[name]}")
+    if settings["max_frames"] < NUM_FRAMES_16F:
+        raise ValueError(f"max_frames must be >= {NUM_FRAMES_16F}, got {settings['max_frames']}")
+    probs = np.asarray(settings["class_probs"], np.float64)
+    if probs.shape != (NUM_CLASSES,) or (probs < 0).any() or probs.sum() <= 0:
+        raise ValueError(f"class_probs must be 7 non-negative numbers in the order "
+                         f"{', '.join(CLASS_NAMES)}; got {settings['class_probs']}")
+    probs = probs / probs.sum()
+    missing_classes = None
+    if scenario == "hard":
+        from tfds_dfew import synthetic_hard
+
+        missing_classes = synthetic_hard.MISSING_CLASSES
+    result = _plan(n, seed, probs, settings["missing_frac"], settings["short_frac"],
+                   settings["multi_frac"], settings["max_frames"], missing_classes)
+    result["noisy"] = _label_noise(result, seed, settings["label_noise"])
+    result["settings"] = settings
+    return result
+
+
+def _label_noise(plan_: dict, seed: int, rate: float) -> dict:
+    """round(rate * labelled) clips drawn as another class (uniform over the other six)."""
+    if rate <= 0:
+        return {}
+    rng = np.random.default_rng([seed, 0x5EED, 1])
+    labelled = plan_["labelled"]
+    chosen = sorted(labelled[i] for i in rng.permutation(len(labelled))[:int(round(rate * len(labelled)))])
+    noisy = {}
+    for cid in chosen:
+        others = [c for c in range(1, NUM_CLASSES + 1) if c != plan_["labels"][cid]]
+        noisy[cid] = others[int(rng.integers(len(others)))]
+    return noisy
+
+
+def generate(out_dir: str | os.PathLike, num_clips: int | None = None, seed: int = 0,
+             frame_size: int | None = None, *, scenario: str = "easy",
+             missing_frac: float | None = None, short_frac: float | None = None,
+             multi_frac: float | None = None, class_probs: Sequence[float] | None = None,
+             label_noise: float | None = None, openpose: bool = True,
+             max_frames: int | None = None, jpeg_quality: int = 90, overwrite: bool = False,
              workers: int | None = None, annotation: bool = True) -> dict:
     """Writes a synthetic DFEW release tree under out_dir and returns its summary.
 
     Args:
       num_clips: single-labelled clips listed in the CSVs (including the ones without frames).
+      scenario: 'easy' (the faces alone nearly saturate; module docstring) or 'hard' (face and
+        pose complement each other, DFEW-like skew and noise; tfds_dfew/synthetic_hard.py).
+        Every argument left None takes the scenario's default (`scenario_defaults`); easy:
+        600 clips, 224 px, missing 0.03, short 0.05, multi 0.05, 16..60 frames, no label noise.
       missing_frac: fraction of those with no frame folder (at least 1 when num_clips >= 20).
       short_frac: fraction of clips with frame folders that have 11..15 frames.
       multi_frac: extra multi-labelled clips (frame folders, in no CSV), as a fraction of
         num_clips.
       class_probs: 7 class frequencies in project order (happy, sad, neutral, angry, surprise,
-        disgust, fear); default DEFAULT_CLASS_PROBS. Counts are exact (largest remainder).
+        disgust, fear); easy default DEFAULT_CLASS_PROBS. Counts are exact (largest remainder).
+      label_noise: fraction of the single-labelled clips drawn as another class than their
+        label (exact count, rounded).
       openpose: also write OpenPose/<id>/ JSON per frame.
       max_frames: longest variable-length clip (lengths 16..max_frames, skewed short).
       workers: processes drawing clips; default 2 for large jobs, 1 (in-process) otherwise.
@@ -872,55 +1012,53 @@ def generate(out_dir: str | os.PathLike, num_clips: int, seed: int = 0, frame_si
         the listed clips without frames included).
 
     Clip k is drawn from `clip_rng(seed, k)`; the OpenPose JSON from `clip_rng(seed, k, 1)`; its
-    annotation votes from `clip_rng(seed, k, 2)`. A non-empty out_dir is refused unless
-    overwrite (which replaces only Clip/, EmoLabel_DataSplit/, OpenPose/ and Annotation/).
+    annotation votes from `clip_rng(seed, k, 2)` (hard: its scenario parameters from stream 3).
+    A non-empty out_dir is refused unless overwrite (which replaces only Clip/,
+    EmoLabel_DataSplit/, OpenPose/ and Annotation/).
 
-    Returns a dict: out_dir, seed, frame_size, num_labelled, ids (all, sorted), labels
+    Returns a dict: out_dir, scenario, seed, frame_size, num_labelled, ids (all, sorted), labels
     {id: official label 1..7}, folds {id: test fold 1..5}, fold_counts
     {k: {'train', 'test'}}, class_counts {name: n}, fold_class_counts {k: [7 counts]},
-    missing_ids, short_ids, multi_ids, num_frames {id: T}, votes {id: [7 vote counts]} and
-    annotation_labels {id: 1..7, or 0 for multi-labelled} (every id, also without annotation),
-    annotation_path (None without annotation), frames_written, seconds.
+    fold_drawn_class_counts {k: [7 counts of test clips with frames]}, missing_ids, short_ids,
+    multi_ids, noisy_ids {id: official label it is drawn as}, num_frames {id: T}, votes
+    {id: [7 vote counts]} and annotation_labels {id: 1..7, or 0 for multi-labelled} (every id,
+    also without annotation), annotation_path (None without annotation), frames_written, seconds.
     """
     start = time.perf_counter()
     out_dir = os.fspath(out_dir)
-    if num_clips < NUM_FOLDS:
-        raise ValueError(f"num_clips must be >= {NUM_FOLDS} (one per test fold), got {num_clips}")
-    for name, value in (("missing_frac", missing_frac), ("short_frac", short_frac),
-                        ("multi_frac", multi_frac)):
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {value}")
-    if max_frames < NUM_FRAMES_16F:
-        raise ValueError(f"max_frames must be >= {NUM_FRAMES_16F}, got {max_frames}")
-    probs = np.asarray(DEFAULT_CLASS_PROBS if class_probs is None else class_probs, np.float64)
-    if probs.shape != (NUM_CLASSES,) or (probs < 0).any() or probs.sum() <= 0:
-        raise ValueError(f"class_probs must be 7 non-negative numbers in the order "
-                         f"{', '.join(CLASS_NAMES)}; got {class_probs}")
-    probs = probs / probs.sum()
+    settings = scenario_defaults(scenario)
+    if frame_size is None:
+        frame_size = settings["frame_size"]
+    the_plan = plan(num_clips, seed, scenario=scenario, missing_frac=missing_frac,
+                    short_frac=short_frac, multi_frac=multi_frac, class_probs=class_probs,
+                    max_frames=max_frames, label_noise=label_noise)
     _prepare_out_dir(out_dir, overwrite)
 
-    plan = _plan(num_clips, seed, probs, missing_frac, short_frac, multi_frac, max_frames)
     folds = {k: [] for k in range(1, NUM_FOLDS + 1)}
-    for cid in plan["labelled"]:
-        folds[plan["folds"][cid]].append((cid, plan["labels"][cid]))
+    for cid in the_plan["labelled"]:
+        folds[the_plan["folds"][cid]].append((cid, the_plan["labels"][cid]))
     write_split_csvs(out_dir, folds, pad_ids=False)
     votes, annotation_labels = {}, {}
-    for cid in plan["ids"]:
-        if cid in plan["blends"]:
-            votes[cid] = annotation_votes(clip_rng(seed, cid, 2), plan["blends"][cid])
+    for cid in the_plan["ids"]:
+        if cid in the_plan["blends"]:
+            votes[cid] = annotation_votes(clip_rng(seed, cid, 2), the_plan["blends"][cid])
             annotation_labels[cid] = 0
         else:
-            votes[cid] = annotation_votes(clip_rng(seed, cid, 2), plan["labels"][cid] - 1)
-            annotation_labels[cid] = plan["labels"][cid]
+            votes[cid] = annotation_votes(clip_rng(seed, cid, 2), the_plan["labels"][cid] - 1)
+            annotation_labels[cid] = the_plan["labels"][cid]
     annotation_path = None
     if annotation:
-        annotation_path = write_annotation(out_dir, {c: (votes[c], annotation_labels[c]) for c in plan["ids"]})
+        annotation_path = write_annotation(out_dir, {c: (votes[c], annotation_labels[c]) for c in the_plan["ids"]})
 
     tasks = []
-    for cid in plan["drawn"]:
-        label = plan["blends"][cid] if cid in plan["blends"] else plan["labels"][cid] - 1
-        tasks.append((out_dir, cid, label, plan["lengths"][cid], int(seed), int(frame_size),
-                      bool(openpose), int(jpeg_quality)))
+    noisy = the_plan["noisy"]
+    for cid in the_plan["drawn"]:
+        if cid in the_plan["blends"]:
+            label = the_plan["blends"][cid]
+        else:
+            label = noisy.get(cid, the_plan["labels"][cid]) - 1
+        tasks.append((out_dir, cid, label, the_plan["lengths"][cid], int(seed), int(frame_size),
+                      bool(openpose), int(jpeg_quality), scenario))
     total_frames = sum(t[3] for t in tasks)
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if total_frames >= 2000 else 1
@@ -930,30 +1068,36 @@ def generate(out_dir: str | os.PathLike, num_clips: int, seed: int = 0, frame_si
     else:
         written = sum(_write_clip(t) for t in tasks)
 
-    labels = plan["labels"]
+    labels = the_plan["labels"]
+    missing = set(the_plan["missing"])
     class_counts = {name: sum(1 for v in labels.values() if v == i + 1)
                     for i, name in enumerate(CLASS_NAMES)}
-    fold_counts, fold_class_counts = {}, {}
+    fold_counts, fold_class_counts, fold_drawn = {}, {}, {}
     for k in range(1, NUM_FOLDS + 1):
         test = [cid for cid, _ in folds[k]]
         fold_counts[k] = {"train": len(labels) - len(test), "test": len(test)}
         fold_class_counts[k] = [sum(1 for cid in test if labels[cid] == c + 1)
                                 for c in range(NUM_CLASSES)]
+        fold_drawn[k] = [sum(1 for cid in test if labels[cid] == c + 1 and cid not in missing)
+                         for c in range(NUM_CLASSES)]
     return {
         "out_dir": out_dir,
+        "scenario": scenario,
         "seed": int(seed),
         "frame_size": int(frame_size),
-        "num_labelled": len(plan["labelled"]),
-        "ids": plan["ids"],
+        "num_labelled": len(the_plan["labelled"]),
+        "ids": the_plan["ids"],
         "labels": dict(labels),
-        "folds": dict(plan["folds"]),
+        "folds": dict(the_plan["folds"]),
         "fold_counts": fold_counts,
         "class_counts": class_counts,
         "fold_class_counts": fold_class_counts,
-        "missing_ids": plan["missing"],
-        "short_ids": plan["short"],
-        "multi_ids": plan["multi"],
-        "num_frames": dict(plan["lengths"]),
+        "fold_drawn_class_counts": fold_drawn,
+        "missing_ids": the_plan["missing"],
+        "short_ids": the_plan["short"],
+        "multi_ids": the_plan["multi"],
+        "noisy_ids": dict(noisy),
+        "num_frames": dict(the_plan["lengths"]),
         "votes": {cid: v.tolist() for cid, v in votes.items()},
         "annotation_labels": annotation_labels,
         "annotation_path": annotation_path,
@@ -966,8 +1110,8 @@ def format_summary(summary: dict) -> str:
     """One screen of text describing a `generate` summary."""
     ids = summary["ids"]
     lines = [
-        f"synthetic DFEW tree at {summary['out_dir']} (seed {summary['seed']}, "
-        f"{summary['frame_size']} px)",
+        f"synthetic DFEW tree at {summary['out_dir']} ({summary.get('scenario', 'easy')} scenario, "
+        f"seed {summary['seed']}, {summary['frame_size']} px)",
         f"  clips: {len(ids)} ids {ids[0]}..{ids[-1]}; {summary['num_labelled']} single-labelled "
         f"(in CSVs), {len(summary['multi_ids'])} multi-labelled (no CSV)",
         f"  no frame folder: {len(summary['missing_ids'])} "
@@ -975,6 +1119,7 @@ def format_summary(summary: dict) -> str:
         f"  short clips (11..15 frames): {len(summary['short_ids'])}; frames written: "
         f"{summary['frames_written']} (+16 per clip in {FIXED_DIR})",
         "  class counts: " + ", ".join(f"{k} {v}" for k, v in summary["class_counts"].items()),
+        f"  label noise: {len(summary.get('noisy_ids', {}))} clips drawn as another class",
         f"  annotation: {summary['annotation_path'] or 'not written'} ({NUM_ANNOTATORS} votes per clip)",
         "  fold   train  test   test per class (" + " ".join(n[:3] for n in CLASS_NAMES) + ")",
     ]
@@ -989,16 +1134,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tfds_dfew.synthetic",
         description="Write a synthetic DFEW-layout tree (drawn faces, split CSVs, OpenPose "
-                    "JSON) for the demo and tests.")
+                    "JSON) for the demo and tests. Options left out take the scenario's default.")
     parser.add_argument("--out", required=True, help="output directory (empty or new)")
-    parser.add_argument("--clips", type=int, required=True,
+    parser.add_argument("--scenario", choices=SCENARIOS, default="easy",
+                        help="easy: faces alone nearly saturate (600 clips, 224 px); hard: face and "
+                             "pose complement each other, DFEW-like class skew, weak expressions, "
+                             "label noise, occlusion, unlabelled clips (1000 clips, 112 px)")
+    parser.add_argument("--clips", type=int, default=None,
                         help="single-labelled clips listed in the split CSVs")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--frame_size", type=int, default=224)
-    parser.add_argument("--missing_frac", type=float, default=0.03)
-    parser.add_argument("--short_frac", type=float, default=0.05)
-    parser.add_argument("--multi_frac", type=float, default=0.05)
-    parser.add_argument("--max_frames", type=int, default=60)
+    parser.add_argument("--frame_size", type=int, default=None)
+    parser.add_argument("--missing_frac", type=float, default=None)
+    parser.add_argument("--short_frac", type=float, default=None)
+    parser.add_argument("--multi_frac", type=float, default=None)
+    parser.add_argument("--label_noise", type=float, default=None)
+    parser.add_argument("--max_frames", type=int, default=None)
     parser.add_argument("--class_probs", type=str, default=None,
                         help="7 comma-separated class frequencies (happy,sad,neutral,angry,"
                              "surprise,disgust,fear)")
@@ -1012,12 +1162,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.class_probs:
         probs = [float(v) for v in args.class_probs.split(",")]
     try:
-        summary = generate(args.out, args.clips, args.seed, args.frame_size,
+        summary = generate(args.out, args.clips, args.seed, args.frame_size, scenario=args.scenario,
                            missing_frac=args.missing_frac, short_frac=args.short_frac,
                            multi_frac=args.multi_frac, class_probs=probs,
-                           openpose=not args.no_openpose, max_frames=args.max_frames,
-                           overwrite=args.overwrite, workers=args.workers,
-                           annotation=not args.no_annotation)
+                           label_noise=args.label_noise, openpose=not args.no_openpose,
+                           max_frames=args.max_frames, overwrite=args.overwrite,
+                           workers=args.workers, annotation=not args.no_annotation)
     except (FileExistsError, NotADirectoryError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
