@@ -256,8 +256,8 @@ class ResNet(nnx.Module):
                 "train the unfused model and fold it again with fold_batchnorm"
             )
         y = jax.nn.relu(_norm(self.bn1, self.conv1(x), train))
-        neg_inf = jnp.array(-jnp.inf, y.dtype)
-        y = jax.lax.reduce_window(y, neg_inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0)))
+        # a Python -inf (not a jnp array, which jit stages) makes this reduce_window_max: differentiable
+        y = jax.lax.reduce_window(y, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0)))
         for stage in self.stages():
             for blk in stage:
                 y = blk(y, train=train)
