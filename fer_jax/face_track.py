@@ -29,7 +29,10 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 
+import cv2
 import numpy as np
+
+from fer_jax.errors import BadInputError, MissingError
 
 NO_FACE, DETECTED, HELD = 0, 1, 2
 STATUS_NAMES = ("none", "detected", "held")
@@ -40,7 +43,7 @@ DEFAULT_FPS = 25.0
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class VideoError(ValueError):
+class VideoError(BadInputError):
     """A video (or frame folder) that cannot be used; the message names the file and what to do."""
 
 
@@ -65,7 +68,6 @@ class FrameSource:
     frame_count_hint: int | None = None  # the container's frame count (may be wrong); None if unknown
 
     def frames(self) -> Iterator[np.ndarray]:
-        import cv2
 
         if self.kind == "images":
             for p in self.image_paths:
@@ -97,7 +99,6 @@ def open_frames(path: str, *, fps: float | None = None) -> FrameSource:
     Raises VideoError naming `path` when it does not exist, cannot be opened as a video, or is a
     folder without images.
     """
-    import cv2
 
     if not os.path.exists(path):
         raise VideoError(f"{path}: no such file or folder; pass a video file (mp4, avi, ...) or a folder of frames.")
@@ -144,12 +145,11 @@ class FaceDetector:
 
     def __init__(self, *, max_side: int = 480, scale_factor: float = 1.1, min_neighbors: int = 5,
                  min_size_fraction: float = 0.08, cascade: str = "haarcascade_frontalface_default.xml"):
-        import cv2
 
         path = os.path.join(cv2.data.haarcascades, cascade)
         self._cascade = cv2.CascadeClassifier(path)
         if self._cascade.empty():
-            raise FileNotFoundError(f"{path}: Haar cascade missing or unreadable; reinstall opencv-python-headless<5 "
+            raise MissingError(f"{path}: Haar cascade missing or unreadable; reinstall opencv-python-headless<5 "
                                     "(OpenCV 5 no longer ships the cascades).")
         self.max_side = max_side
         self.scale_factor = scale_factor
@@ -157,7 +157,6 @@ class FaceDetector:
         self.min_size_fraction = min_size_fraction
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
-        import cv2
 
         h, w = frame.shape[:2]
         gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
@@ -312,7 +311,6 @@ def crop_face(frame: np.ndarray, box, size: int, *, margin: float = DEFAULT_MARG
     Parts of the square outside the frame repeat the frame's border pixels. Downscaling
     averages pixels (INTER_AREA, like the Pillow box filter DFEW's frames are stored with).
     """
-    import cv2
 
     x0, y0, side = crop_square(box, margin)
     h, w = frame.shape[:2]

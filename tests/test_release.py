@@ -9,7 +9,7 @@ from tfds_dfew import release
 from tfds_dfew.release import ReleaseError
 from tfds_dfew.synthetic import write_split_csvs
 
-# DFEW.md: per-fold test class counts are known for fold 1; the per-fold totals for all folds.
+# DFEW's published counts (Jiang et al., 2020): per-fold test class counts are known for fold 1; the per-fold totals for all folds.
 DFEW_CLASS_TOTALS = [2445, 1894, 2669, 2173, 1469, 145, 902]
 DFEW_FOLD1_TEST = [489, 379, 534, 435, 294, 29, 181]
 DFEW_TEST_SIZES = {1: 2341, 2: 2341, 3: 2340, 4: 2339, 5: 2336}
@@ -40,7 +40,7 @@ def _dfew_scale_folds():
 
 
 def test_plan_reproduces_dfew_counts(tmp_path):
-    """Full-scale: 11,697 clips listed (+362 without frames) -> DFEW.md's per-fold and per-class counts."""
+    """Full-scale: 11,697 clips listed (+362 without frames) -> DFEW's published per-fold and per-class counts."""
     folds, per_fold = _dfew_scale_folds()
     root = tmp_path / "DFEW"
     # 362 single-labelled clips without frames, as in the release, spread over the folds

@@ -13,7 +13,10 @@ import logging
 import os
 import sys
 
-from tfds_dfew import release
+import tensorflow_datasets as tfds
+
+from fer_jax.errors import UserError
+from tfds_dfew import dfew, release
 
 CONFIG_NAMES = ("frames112", "frames64", "frames224", "frames112_pose", "frames64_pose", "frames224_pose")
 
@@ -35,10 +38,6 @@ def build(
 
     unlabelled=False leaves the clips without a single label out (no `unlabelled` split).
     """
-    import tensorflow_datasets as tfds
-
-    from tfds_dfew import dfew
-
     manual_dir = os.path.abspath(os.path.expanduser(manual_dir))
     release.check_root(manual_dir)  # a clear message before TFDS's own assertion
     builder = dfew.Dfew(
@@ -55,6 +54,7 @@ def build(
     download_config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
     if mode is not None:
         download_config.download_mode = mode
+    builder._manual_dir_hint = manual_dir  # for its start line
     builder.download_and_prepare(download_config=download_config, file_format="array_record")
     return builder
 
@@ -120,17 +120,25 @@ def _unlabelled_line(metadata) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tfds_dfew.build", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tfds_dfew.build", description=__doc__.splitlines()[0],
+        epilog="example: python -m tfds_dfew.build --manual_dir ~/DFEW --data_dir ~/tensorflow_datasets "
+               "--config frames112_pose")
     parser.add_argument("--manual_dir", required=True,
-                        help="unpacked DFEW release (holds EmoLabel_DataSplit/, Clip/, Annotation/)")
-    parser.add_argument("--data_dir", default="~/tensorflow_datasets", help="where TFDS datasets live")
-    parser.add_argument("--config", default="frames112", choices=CONFIG_NAMES, help="stored frame size")
-    parser.add_argument("--frame_source", default="auto", choices=("auto",) + release.FRAME_FOLDERS)
-    parser.add_argument("--skip_bad_clips", action="store_true", help="report and leave out unreadable clips")
+                        help="unpacked DFEW release (holds EmoLabel_DataSplit/, Clip/, Annotation/); e.g. ~/DFEW")
+    parser.add_argument("--data_dir", default="~/tensorflow_datasets",
+                        help="where TFDS datasets live; e.g. data/tfds")
+    parser.add_argument("--config", default="frames112", choices=CONFIG_NAMES,
+                        help="stored frame size, _pose adds OpenPose keypoints; e.g. frames112_pose")
+    parser.add_argument("--frame_source", default="auto", choices=("auto",) + release.FRAME_FOLDERS,
+                        help="which frame folders to read (auto: clip_224x224_16f if present); e.g. clip_224x224")
+    parser.add_argument("--skip_bad_clips", action="store_true",
+                        help="report and leave out clips with unreadable frames instead of stopping")
     parser.add_argument("--strict", action="store_true",
                         help="fail on listed clips without a frame folder or whose CSV and annotation labels differ")
     parser.add_argument("--overwrite", action="store_true", help="rebuild even if the dataset exists")
-    parser.add_argument("--num_workers", type=int, default=None, help="frame decode/encode threads")
+    parser.add_argument("--num_workers", type=int, default=None,
+                        help="frame decode/encode threads (default: the CPU count); e.g. 4")
     parser.add_argument("--openpose_dir", default=None,
                         help="OpenPose JSON, one folder per clip id (_pose configs; default <manual_dir>/OpenPose)")
     parser.add_argument("--no_unlabelled", action="store_true",
@@ -151,9 +159,9 @@ def main(argv=None) -> int:
             openpose_dir=args.openpose_dir,
             unlabelled=not args.no_unlabelled,
         )
-    except release.ReleaseError as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     print(summary(builder))
     return 0
 

@@ -1,7 +1,7 @@
 """The TFDS builder for DFEW: one record per clip, splits fold1..fold5 (+ unlabelled).
 
 Each stored fold split is one official test set; the training set of fold k is the other four
-(`fold_splits(k)`), so every single-labelled clip is stored once. Clips without a single label
+(`release.fold_splits(k)`), so every single-labelled clip is stored once. Clips without a single label
 (multi-labelled: label 0 in Annotation/annotation.xlsx) go to the split `unlabelled` with label
 -1 and fold 0, for self-supervised use; every record carries the clip's 7 annotator vote counts
 (`votes`, zeros when the release has no annotation). Frames are JPEG bytes encoded with Pillow
@@ -20,8 +20,9 @@ import os
 
 import numpy as np
 import tensorflow_datasets as tfds
+from PIL import Image
 
-from tfds_dfew import release
+from tfds_dfew import openpose, release
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,6 @@ def _frame_config(size: int, pose: bool = False) -> DfewConfig:
 
 def encode_jpeg(frame: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
     """uint8[H, W, 3] -> JPEG bytes (Pillow, 4:4:4 chroma so small faces keep their colour edges)."""
-    from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(frame).save(buf, format="JPEG", quality=quality, subsampling=0)
@@ -136,6 +136,15 @@ which clips have no single label.
         self.skipped: list[tuple[str, str]] = []  # (clip id, reason) of left-out clips
         self.plan: release.ReleasePlan | None = None
         super().__init__(**kwargs)
+
+    def _log_download_bytes(self) -> None:
+        # TFDS prints "Downloading and preparing dataset ... (download: Unknown size)" here; a DFEW build
+        # reads the user's own copy of the release and downloads nothing, so it says that instead.
+        print(f"Building dfew/{self.builder_config.name} from the DFEW release in {self._manual_dir_for_log()} into "
+              f"{self.data_dir} (nothing is downloaded)...", flush=True)
+
+    def _manual_dir_for_log(self) -> str:
+        return str(getattr(self, "_manual_dir_hint", "") or "the manual_dir")
 
     def _info(self) -> tfds.core.DatasetInfo:
         size = self.builder_config.frame_size
@@ -228,7 +237,6 @@ which clips have no single label.
 
     def _keypoints(self, entry: release.ClipEntry, num_frames: int) -> np.ndarray:
         """OpenPose points float32[16, 137, 3] for the frames the images were sampled from."""
-        from tfds_dfew import openpose
 
         folder = os.path.join(self._openpose_dir, entry.clip_id)
         if not os.path.isdir(folder):
@@ -269,7 +277,3 @@ which clips have no single label.
                     fold_counts[entry.label] += 1
                 yield entry.clip_id, example
 
-
-def fold_splits(fold: int) -> tuple[str, str]:
-    """(train, test) split strings of fold 1..5, e.g. ('fold2+fold3+fold4+fold5', 'fold1')."""
-    return release.fold_splits(fold)

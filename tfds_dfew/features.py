@@ -51,6 +51,10 @@ class DfewFeatures(tfds.core.GeneratorBasedBuilder):
         self._batch_size = batch_size
         super().__init__(**kwargs)
 
+    def _log_download_bytes(self) -> None:
+        # TFDS's own line speaks of downloading; extraction computes features locally.
+        print(f"Extracting features {NAME}/{self.builder_config.name} into {self.data_dir}...", flush=True)
+
     def _info(self) -> tfds.core.DatasetInfo:
         features = {
             key: tfds.features.Tensor(shape=tuple(shape), dtype=np.float32, encoding=tfds.features.Encoding.ZLIB)

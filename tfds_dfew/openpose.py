@@ -46,6 +46,8 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from fer_jax.errors import UserError
+
 BODY_25_POINTS = 25
 COCO_POINTS = 18
 FACE_POINTS = 70
@@ -98,7 +100,7 @@ _FRAME_NUMBER = re.compile(r'(\d+)_keypoints\.json$')
 KEYPOINTS_SUFFIX = '_keypoints.json'
 
 
-class OpenPoseError(ValueError):
+class OpenPoseError(UserError, ValueError):
     """An OpenPose JSON file or folder that cannot be read; the message names the file."""
 
 

@@ -4,7 +4,7 @@ Everything here is plain Python + numpy + Pillow (+ openpyxl for the annotation 
 no JAX), so the same code plans a build, checks a user's copy of DFEW, and is tested on small
 generated trees.
 
-Layout (see DFEW.md)::
+Layout of the official release (version 1.0)::
 
     <root>/Clip/clip_224x224_16f/<id>/*.jpg      16 frames per clip (preferred source)
     <root>/Clip/clip_224x224/<id>/*.jpg          variable length, sampled to 16 here
@@ -38,42 +38,28 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
+from PIL import Image
 
-NUM_FRAMES = 16
-NUM_FOLDS = 5
-# Training order (index = official label - 1).
-CLASS_NAMES = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
-FRAME_FOLDERS = ("clip_224x224_16f", "clip_224x224")
-SPLIT_DIR = "EmoLabel_DataSplit"
-TRAIN_DIR = "train(single-labeled)"
-TEST_DIR = "test(single-labeled)"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-ANNOTATION_DIR = "Annotation"
-ANNOTATION_FILE = "annotation.xlsx"
-# Header of the released workbook: 7 vote columns (official label order), clip number, single label.
-ANNOTATION_COLUMNS = ("1happy", "2sad", "3neutral", "4angry", "5surprise", "6disgust", "7fear", "order", "label")
-UNLABELLED = -1  # label of a clip without a single label (TFDS ClassLabel accepts -1)
-UNLABELLED_FOLD = 0
+from tfds_dfew.annotation import annotation_path, read_annotation  # noqa: F401  (part of this module's API)
+from tfds_dfew.layout import (  # noqa: F401  (re-exported: release.CLASS_NAMES etc.)
+    NUM_FRAMES,
+    NUM_FOLDS,
+    CLASS_NAMES,
+    FRAME_FOLDERS,
+    SPLIT_DIR,
+    TRAIN_DIR,
+    TEST_DIR,
+    IMAGE_SUFFIXES,
+    ANNOTATION_DIR,
+    ANNOTATION_FILE,
+    ANNOTATION_COLUMNS,
+    UNLABELLED,
+    UNLABELLED_FOLD,
+    ReleaseError,
+    normalize_clip_id,
+)
 
 log = logging.getLogger(__name__)
-
-
-class ReleaseError(ValueError):
-    """The DFEW release on disk is not usable as it is; the message says where and what to do."""
-
-
-def normalize_clip_id(raw: str | int, *, where: str = "") -> str:
-    """Returns the 5-digit zero-padded clip id for `raw` ('17', '00017', 17, '00017.mp4')."""
-    text = str(raw).strip()
-    stem = os.path.splitext(text)[0] if text.lower().endswith((".mp4", ".avi")) else text
-    if not stem.isdigit():
-        raise ReleaseError(
-            f"{where}: clip id {text!r} is not a number; DFEW clip ids are integers like 00017 or 17."
-        )
-    value = int(stem)
-    if not 1 <= value <= 99999:
-        raise ReleaseError(f"{where}: clip id {text!r} is outside 1..99999.")
-    return f"{value:05d}"
 
 
 def split_csv_path(root: str, part: str, fold: int) -> str:
@@ -129,184 +115,6 @@ def read_split_csv(path: str) -> dict[str, int]:
             raise ReleaseError(f"{where}: clip {clip_id} is listed twice in this file.")
         out[clip_id] = label - 1
     return out
-
-
-def annotation_path(root: str) -> str:
-    """Where the release keeps its vote annotation: <root>/Annotation/annotation.xlsx."""
-    return os.path.join(root, ANNOTATION_DIR, ANNOTATION_FILE)
-
-
-# Header names, compared after lower-casing and dropping everything but letters ('1happy' -> 'happy').
-_VOTE_NAMES = (
-    ("happy", "happiness", "joy"),
-    ("sad", "sadness"),
-    ("neutral",),
-    ("angry", "anger"),
-    ("surprise", "surprised"),
-    ("disgust", "disgusted"),
-    ("fear", "fearful"),
-)
-_ID_NAMES = ("order", "videoname", "clipid", "clipname", "clip", "video", "videoid", "name", "id")
-_LABEL_NAMES = ("label", "singlelabel", "annotation")
-_HEADER_SEARCH_ROWS = 10
-_EXPECTED_HEADER = ", ".join(ANNOTATION_COLUMNS)
-
-
-def _header_key(cell) -> str:
-    return re.sub(r"[^a-z]", "", str(cell).lower()) if cell is not None else ""
-
-
-def _find_header(row: Sequence) -> dict[str, list[int]] | None:
-    """Column indices per role ('vote0'..'vote6', 'id', 'label') in a header row; None if it is not one."""
-    keys = [_header_key(c) for c in row]
-    votes = {}
-    for col, key in enumerate(keys):
-        for k, names in enumerate(_VOTE_NAMES):
-            if key in names:
-                votes.setdefault(k, []).append(col)
-    if len(votes) < 3:  # not a header row (or only a stray word)
-        return None
-    roles = {f"vote{k}": cols for k, cols in votes.items()}
-    for role, names in (("id", _ID_NAMES), ("label", _LABEL_NAMES)):
-        for name in names:  # the first name in priority order that is present wins
-            cols = [col for col, key in enumerate(keys) if key == name]
-            if cols:
-                roles[role] = cols
-                break
-    return roles
-
-
-def _cell_int(value, *, where: str, what: str) -> int:
-    """A whole number from a workbook cell (int, integral float, or text such as '3' or '3.0')."""
-    if isinstance(value, bool):
-        raise ReleaseError(f"{where}: {what} is {value!r}, not a whole number.")
-    if isinstance(value, int):
-        return value
-    number = None
-    if isinstance(value, float):
-        number = value
-    elif isinstance(value, str) and value.strip():
-        try:
-            number = float(value.strip())
-        except ValueError:
-            number = None
-    if number is None or number != number or number != int(number):
-        shown = "empty" if value is None or (isinstance(value, str) and not value.strip()) else repr(value)
-        raise ReleaseError(f"{where}: {what} is {shown}, not a whole number.")
-    return int(number)
-
-
-def read_annotation(path: str) -> dict[str, tuple[np.ndarray, int]]:
-    """Reads DFEW's Annotation/annotation.xlsx into {clip_id (5 digits): (votes int32[7], label 0..7)}.
-
-    votes are the annotators' counts per class in training order (happy, sad, neutral, angry,
-    surprise, disgust, fear); label is the official single label 1..7, or 0 for a clip without one.
-    The header row is found by name among the first rows of each sheet (the first sheet that has
-    one is read): the 7 emotion columns ('1happy'..'7fear', 'Happy', 'anger', ... any case), the
-    clip id ('order', 'video_name', 'clip_id', ...; ids with or without zero padding) and the
-    label ('label'). Other columns and empty rows are ignored.
-
-    Raises:
-      ReleaseError: naming the file and row, for an unreadable workbook, missing columns, a vote
-        that is not a whole number >= 0, a label outside 0..7, or a clip listed twice.
-    """
-    if not os.path.isfile(path):
-        raise ReleaseError(f"{path}: annotation file not found.")
-    try:
-        import openpyxl
-    except ImportError:
-        raise ReleaseError(
-            f"{path}: reading the vote annotation needs openpyxl (pip install openpyxl), or move the file "
-            "away to build without votes."
-        ) from None
-    restore = (
-        "Restore Annotation/annotation.xlsx from the DFEW release, or move it out of the release folder to "
-        "build without votes (clips no split CSV lists then count as unlabelled)."
-    )
-    try:
-        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except Exception as e:  # openpyxl raises zip, XML and its own errors for damaged files
-        raise ReleaseError(
-            f"{path}: cannot be read as an .xlsx workbook ({type(e).__name__}: {e}). {restore}"
-        ) from None
-    try:
-        found = None
-        for sheet in book.worksheets:
-            sheet.reset_dimensions()  # do not trust a stale <dimension> tag: read every stored row
-            rows = sheet.iter_rows(values_only=True)
-            for row_no, row in enumerate(rows, start=1):
-                if row_no > _HEADER_SEARCH_ROWS:
-                    break
-                roles = _find_header(row)
-                if roles is not None:
-                    found = (sheet, row_no, roles, rows)
-                    break
-            if found:
-                break
-        if found is None:
-            raise ReleaseError(
-                f"{path}: no header row with the emotion vote columns in the first {_HEADER_SEARCH_ROWS} rows of "
-                f"any sheet; expected the columns {_EXPECTED_HEADER}. {restore}"
-            )
-        sheet, header_row, roles, rows = found
-        where_header = f"{path}, sheet {sheet.title!r}, row {header_row}"
-        needed = [f"vote{k}" for k in range(len(CLASS_NAMES))] + ["id", "label"]
-        shown = {f"vote{k}": ANNOTATION_COLUMNS[k] for k in range(len(CLASS_NAMES))}
-        shown.update(id=f"{ANNOTATION_COLUMNS[7]} (clip id)", label=ANNOTATION_COLUMNS[8])
-        absent = [shown[r] for r in needed if r not in roles]
-        if absent:
-            raise ReleaseError(
-                f"{where_header}: the header has no column for {', '.join(absent)}; expected the columns "
-                f"{_EXPECTED_HEADER}. {restore}"
-            )
-        doubled = [shown[r] for r in needed if len(roles[r]) > 1]
-        if doubled:
-            raise ReleaseError(
-                f"{where_header}: more than one column could be {', '.join(doubled)}; keep one of each. {restore}"
-            )
-        columns = {r: roles[r][0] for r in needed}
-        out: dict[str, tuple[np.ndarray, int]] = {}
-        first_row: dict[str, int] = {}
-        for row_no, row in enumerate(rows, start=header_row + 1):
-            if not any(c is not None and str(c).strip() for c in row):
-                continue
-            where = f"{path}, sheet {sheet.title!r}, row {row_no}"
-
-            def cell(role, row=row):
-                col = columns[role]
-                return row[col] if col < len(row) else None
-
-            raw_id = cell("id")
-            if raw_id is None or not str(raw_id).strip():
-                raise ReleaseError(f"{where}: no clip id in column {ANNOTATION_COLUMNS[7]!r}. {restore}")
-            if isinstance(raw_id, float) and raw_id.is_integer():
-                raw_id = int(raw_id)
-            clip_id = normalize_clip_id(raw_id, where=where)
-            if clip_id in out:
-                raise ReleaseError(
-                    f"{where}: clip {clip_id} is listed twice (also in row {first_row[clip_id]}). {restore}"
-                )
-            votes = np.zeros(len(CLASS_NAMES), np.int32)
-            for k, name in enumerate(CLASS_NAMES):
-                value = _cell_int(cell(f"vote{k}"), where=where, what=f"the {name} vote count of clip {clip_id}")
-                if value < 0:
-                    raise ReleaseError(
-                        f"{where}: the {name} vote count of clip {clip_id} is {value}; votes are >= 0. {restore}"
-                    )
-                votes[k] = value
-            label = _cell_int(cell("label"), where=where, what=f"the label of clip {clip_id}")
-            if not 0 <= label <= len(CLASS_NAMES):
-                raise ReleaseError(
-                    f"{where}: the label of clip {clip_id} is {label}, outside 0..7 (0 = no single label; 1 Happy, "
-                    f"2 Sad, 3 Neutral, 4 Angry, 5 Surprise, 6 Disgust, 7 Fear). {restore}"
-                )
-            out[clip_id] = (votes, label)
-            first_row[clip_id] = row_no
-        if not out:
-            raise ReleaseError(f"{where_header}: the annotation has a header but no clips. {restore}")
-        return out
-    finally:
-        book.close()
 
 
 def describe_ids(ids: Sequence[str], limit: int = 10) -> str:
@@ -567,7 +375,6 @@ def load_frame(path: str, size: int, *, clip_id: str = ""):
 
     Returns uint8[size, size, 3]. Raises ReleaseError naming the file for unreadable images.
     """
-    from PIL import Image
 
     try:
         with Image.open(path) as im:

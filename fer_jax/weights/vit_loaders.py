@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from safetensors import SafetensorError
+from safetensors.numpy import load_file
 
 from fer_jax.models.vit import CLIP_B16, CLIP_L14, SIGLIP_B16, ClipViT, SiglipViT, ViTConfig
 
@@ -115,15 +117,12 @@ def read_state_dict(path: str | os.PathLike, folder_files: tuple[str, ...] = ("m
     """(file path, {key: numpy array}) from a .safetensors file, a torch.save file, or a folder holding one."""
     path = _resolve_file(os.path.expanduser(os.fspath(path)), folder_files)
     if path.endswith(".safetensors"):
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
-
         try:
             return path, dict(load_file(path))
         except (SafetensorError, TypeError, ValueError) as e:
             raise ValueError(f"{path} could not be read as a safetensors file ({type(e).__name__}: {e})") from e
     try:
-        import torch  # optional heavy dependency: only .pt/.pth/.bin files need it
+        import torch  # lazy: optional heavy dependency, only .pt/.pth/.bin files need it
     except ImportError as e:
         raise ImportError(f"reading {path} needs torch (pip install torch), or convert it to .safetensors") from e
     try:
