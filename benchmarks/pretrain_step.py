@@ -15,6 +15,7 @@ twin computes the same loss and AdamW steps as the project's step.
 from __future__ import annotations
 
 import argparse
+from fer_jax import train_state, runs
 import importlib.util
 import json
 import os
@@ -86,8 +87,8 @@ class JaxStep:
         self.jax = jax
         mesh = parallel.make_mesh()
         shapes = {m: (NUM_FRAMES, f) for m, f in INPUT_DIMS.items()}
-        graphdef, tx, state = train.init_state(config, shapes, build=registry.build_omnivec)
-        self.params = train.param_count(state)
+        graphdef, tx, state = train_state.init(config, runs.model_builder(config, shapes))
+        self.params = train_state.param_count(state)
         self.state = jax.device_put(state, parallel.replicated(mesh))
         self.step_fn, _ = pretrain.make_steps(config, graphdef, tx, mesh)
         self.batch = parallel.global_batch(random_batch(config.batch_size), mesh)

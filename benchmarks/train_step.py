@@ -41,6 +41,7 @@ table names the devices (the numpy matmul always runs on the host).
 from __future__ import annotations
 
 import argparse
+from fer_jax import train_state, runs
 import importlib.util
 import json
 import os
@@ -126,8 +127,8 @@ class JaxStep:
 
         self.jax, self.parallel = jax, parallel
         self.mesh = parallel.make_mesh()
-        graphdef, tx, state = train.init_state(config, input_shapes(feature_dims))
-        self.params = train.param_count(state)
+        graphdef, tx, state = train_state.init(config, runs.model_builder(config, input_shapes(feature_dims)))
+        self.params = train_state.param_count(state)
         self.state = jax.device_put(state, parallel.replicated(self.mesh))
         self.trainer = train.make_trainer(config, graphdef, tx, self.mesh)
         self.batch = parallel.global_batch(random_batch(config.batch_size, feature_dims=feature_dims), self.mesh)

@@ -7,19 +7,7 @@
 Same model as configs/fusion.py:face+pose+omnivec, sized for the demo's ~470 training clips.
 """
 
-import importlib.util
-import os
-
-
-def _sibling(name):
-    spec = importlib.util.spec_from_file_location(f"fer_jax_configs_{name}",
-                                                  os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fusion = _sibling("fusion")
+from configs import fusion
 
 
 def get_config(arg: str | None = None):

@@ -23,18 +23,15 @@ To extract a fine-tuned frame generator, set `--config.generators.face_<generato
 
 import ml_collections
 
+from configs import variants
 from fer_jax.models import generators as generators_lib
 
-OPTIONS = ("source", "run", "path", "features", "key")
+OPTIONS = ("source", "run", "path", "features", "key", "weights")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    items = (arg or "mini_xception_fer").split(",")
-    names = items[0].split("+")
-    options = dict(a.split("=", 1) for a in items[1:])
-    if set(options) - set(OPTIONS):
-        raise ValueError(f"configs/extract.py: unknown option(s) {sorted(set(options) - set(OPTIONS))}; "
-                         f"known: {', '.join(OPTIONS)}.")
+    parsed = variants.parse(arg, file="extract.py", options=OPTIONS, default_modalities="mini_xception_fer")
+    names, options = parsed.modalities, parsed.options
     frame_free = [n for n in names if n in ("omnivec", "npy")]
     if frame_free and len(names) > 1:
         raise ValueError(f"configs/extract.py: extract {frame_free[0]} on its own (it adds to an existing features "
@@ -50,7 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         for name in names:
             generators_lib.get(name)
             c.generators[f"face_{name}"] = ml_collections.ConfigDict(
-                {"generator": name, "weights": "", "checkpoint": "", "modality": ""})
+                {"generator": name, "weights": options.get("weights", ""), "checkpoint": "", "modality": ""})
         return c
     kind = frame_free[0]
     features = options.get("features", "mini_xception_fer" if kind == "omnivec" else "")

@@ -9,24 +9,19 @@ together with the transformer; `python -m fer_jax.extract` can then cache the fi
 generator's features (`--config.generators.face_mini_xception_fer.checkpoint=runs/ft_f1`).
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
-_spec = importlib.util.spec_from_file_location("fer_jax_configs_fusion_base",
-                                               os.path.join(os.path.dirname(os.path.abspath(__file__)), "fusion.py"))
-fusion = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fusion)
+from configs import fusion, variants
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """arg: '' | 'tiny' | 'finetune', optionally followed by ',fold=k'."""
-    items = [a for a in (arg or "").split(",") if a]
-    variant = items[0] if items and "=" not in items[0] else ""
-    options = dict(a.split("=", 1) for a in items if "=" in a)
-    if set(options) - {"fold"}:
-        raise ValueError(f"configs/frames.py: unknown option(s) {sorted(set(options) - {'fold'})}; known: fold.")
+    parsed = variants.parse(arg, file="frames.py", options=("fold",), words=("tiny", "finetune"))
+    if parsed.modalities:
+        raise ValueError(f"configs/frames.py: unknown variant {'+'.join(parsed.modalities)!r}; use 'tiny', "
+                         "'finetune' or nothing.")
+    variant = next(iter(parsed.words), "")
+    options = parsed.options
     # Model, optimizer, loss and bookkeeping as configs/fusion.py; the input side differs.
     c = fusion.get_config(f"face,fold={options.get('fold', 1)}")
     c.dataset.name = "dfew/frames112"
@@ -67,6 +62,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.data.crop_size = 104
         c.optimizer.lr = 1e-3
         c.optimizer.lr_multipliers = (("tokenizers/face/generator/.*", 0.1),)
-    elif variant:
-        raise ValueError(f"configs/frames.py: unknown variant {variant!r}; use 'tiny', 'finetune' or nothing.")
     return c

@@ -16,20 +16,14 @@ Extract the features first: python -m fer_jax.extract --config configs/extract.p
 
 import ml_collections
 
+from configs import variants
 
-def parse_variant(arg: str | None) -> tuple[list[str], dict[str, str]]:
-    items = [a for a in (arg or "face").split(",") if a]
-    modalities = items[0].split("+") if items and "=" not in items[0] else ["face"]
-    options = dict(a.split("=", 1) for a in items if "=" in a)
-    return modalities, options
+OPTIONS = ("fold", "generator", "features", "omnivec_run")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    modalities, options = parse_variant(arg)
-    known = {"fold", "generator", "features", "omnivec_run"}
-    if set(options) - known:
-        raise ValueError(f"configs/fusion.py: unknown variant option(s) {sorted(set(options) - known)}; "
-                         f"known: {sorted(known)}.")
+    variant = variants.parse(arg, file="fusion.py", options=OPTIONS, default_modalities="face")
+    modalities, options = variant.modalities, variant.options
     generator = options.get("generator", "mini_xception_fer")
     omnivec_run = options.get("omnivec_run", "")  # fine-tune this pretraining run's OmniVec
     # Cached features: the face generator's, plus the OmniVec / external keys extracted next to them.

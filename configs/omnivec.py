@@ -12,28 +12,17 @@ Variant: a '+'-joined modality subset (`face+pose`, default), then optional item
 (synthetic data in data/tfds, a short run), features=<setup>, exclude_fold=k, steps=N.
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
-_spec = importlib.util.spec_from_file_location("fer_jax_configs_fusion_for_omnivec",
-                                               os.path.join(os.path.dirname(os.path.abspath(__file__)), "fusion.py"))
-fusion = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fusion)
+from configs import fusion, variants
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    items = [a for a in (arg or "").split(",") if a]
-    flags = {a for a in items if "=" not in a and a == "demo"}
-    modality_items = [a for a in items if "=" not in a and a != "demo"]
-    options = dict(a.split("=", 1) for a in items if "=" in a)
-    known = {"features", "exclude_fold", "steps"}
-    if set(options) - known:
-        raise ValueError(f"configs/omnivec.py: unknown option(s) {sorted(set(options) - known)}; known: "
-                         f"{sorted(known)} and the flag demo.")
-    modalities = modality_items[0] if modality_items else "face+pose"
-    if "omnivec" in modalities.split("+"):
+    parsed = variants.parse(arg, file="omnivec.py", options=("features", "exclude_fold", "steps"), words=("demo",),
+                            default_modalities="face+pose")
+    flags, options = parsed.words, parsed.options
+    modalities = "+".join(parsed.modalities)
+    if "omnivec" in parsed.modalities:
         raise ValueError("configs/omnivec.py: OmniVec cannot read its own output; use face, pose or external.")
     features = options.get("features", "mini_xception_fer")
     # Modalities, optimizer and bookkeeping as the fusion config; no classifier, no labels.

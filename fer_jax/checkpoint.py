@@ -1,6 +1,6 @@
-"""Orbax checkpoints of a run: train state and run metadata.
+"""Orbax checkpoints of a run's train state.
 
-Layout: <workdir>/checkpoints/<step>/{state, meta}. The data position is not stored: the
+Layout: <workdir>/checkpoints/<step>/state (runs made before 2026-11 also hold an unread `meta`). The data position is not stored: the
 training stream is a function of (seed, step), so the step restores it. Orbax writes each checkpoint to a
 temporary folder and renames it when complete, so a run killed mid-save never leaves a
 checkpoint that looks complete; `latest_step()` only sees finished ones.
@@ -14,15 +14,13 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
+from fer_jax.errors import CheckpointMismatchError
+
 log = logging.getLogger(__name__)
 
 
-class CheckpointMismatchError(ValueError):
-    """A checkpoint does not fit the model/optimizer it is restored into."""
-
-
 class RunCheckpoints:
-    """Saves and restores {state, meta} items with an Orbax CheckpointManager."""
+    """Saves and restores the `state` item with an Orbax CheckpointManager."""
 
     def __init__(self, workdir: str, *, max_to_keep: int | None = 3, read_only: bool = False):
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
@@ -40,26 +38,24 @@ class RunCheckpoints:
     def all_steps(self) -> list[int]:
         return list(self.manager.all_steps())
 
-    def save(self, step: int, state, *, meta: dict | None = None) -> None:
-        items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta or {})}
-        self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+    def save(self, step: int, state) -> None:
+        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
         self.manager.wait_until_finished()
 
     def restore(self, step: int, abstract_state):
         """Restores state into the structure and shardings of `abstract_state`.
 
-        Returns (state, meta). Raises CheckpointMismatchError when the saved tree differs.
+        Raises CheckpointMismatchError when the saved tree differs.
         """
-        items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
         try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+            restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
         except (ValueError, KeyError, TypeError) as e:
             raise CheckpointMismatchError(
                 f"checkpoint {os.path.join(self.directory, str(step))} does not fit this model: "
                 f"{str(e).splitlines()[0][:400]}. It was probably written by a run with another model "
                 "config; use that run's config, or a fresh --workdir."
             ) from None
-        return restored["state"], restored["meta"]
+        return restored["state"]
 
     def close(self) -> None:
         self.manager.wait_until_finished()

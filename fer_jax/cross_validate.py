@@ -4,10 +4,19 @@
     python -m fer_jax.cross_validate --config configs/demo.py:face+pose --workdir runs/ablation \\
         --subsets face,pose,face+pose --fusions concat,early,bottleneck,late --folds 1
 
+    python -m fer_jax.cross_validate --config configs/demo.py --workdir runs/few_labels \
+        --subsets face+pose,omnivec --folds 1 --label_fraction 0.1      # label efficiency
+
 Each fold trains into <workdir>/[<setup>/]fold<k> (resumable: a finished fold is not rerun, an
-unfinished one resumes from its checkpoint) and is scored on its own test split at the last step.
-Writes <workdir>/cross_validation.{json,md} (per fold and mean +/- std of UAR and WAR) and, for
-an ablation, one row per setup and <workdir>/ablation.png.
+unfinished one resumes from its checkpoint) and is scored on its own test split at the last step
+(its eval/ folder gets the evaluation JSON and confusion PNG). Writes
+<workdir>/cross_validation.{json,md} (per fold and mean +/- std of UAR and WAR; no std for one
+fold) and, for an ablation, one row per setup in the order given and <workdir>/ablation.png.
+--label_fraction f trains on a class-stratified fraction f of each fold's training labels (the
+same clips for every setup with the same seed); the test split is untouched.
+
+If SIGTERM stops a fold, its checkpoint is saved, nothing is recorded for it, and the command
+exits with status 75 and one line; rerunning it resumes that fold.
 """
 
 from __future__ import annotations
@@ -18,15 +27,22 @@ import logging
 import os
 
 import numpy as np
-from absl import flags
+from absl import app, flags
 
-from fer_jax import workdir as workdir_lib
+from fer_jax import cli, evaluate, input_pipeline, plots, train, workdir as workdir_lib
+from fer_jax.errors import ConfigError, RunStopped
 
-flags.DEFINE_string("folds", "1,2,3,4,5", "Comma-separated folds to run.")
-flags.DEFINE_string("subsets", None, "Ablation: comma-separated modality subsets (e.g. face,pose,face+pose); "
-                    "each must be part of the config's modalities.")
-flags.DEFINE_string("fusions", None, "Ablation: comma-separated fusion modes (concat,early,bottleneck,late).")
+flags.DEFINE_string("folds", "1,2,3,4,5", "Comma-separated folds to run. Example: --folds 1 (a quick look) or "
+                    "--folds 1,2,3,4,5")
+flags.DEFINE_string("subsets", None, "Ablation: comma-separated modality subsets, each part of the config's "
+                    "modalities. Example: --subsets face,pose,face+pose")
+flags.DEFINE_string("fusions", None, "Ablation: comma-separated fusion modes. Example: --fusions "
+                    "concat,early,bottleneck,late")
+flags.DEFINE_float("label_fraction", None, "Train on this class-stratified fraction of each fold's training labels "
+                   "(default: all). Example: --label_fraction 0.1")
 FLAGS = flags.FLAGS
+# Modalities are named in this order in tables and charts (a ConfigDict sorts its keys).
+MODALITY_ORDER = ("face", "pose", "omnivec", "external", "audio")
 log = logging.getLogger(__name__)
 
 
@@ -36,10 +52,17 @@ def finished_result(workdir: str, num_steps: int) -> dict | None:
     return final[-1] if final else None
 
 
-def run_folds(config, workdir: str, folds) -> dict:
-    """Trains/evaluates each fold (skipping finished ones); returns per-fold and summary metrics."""
-    from fer_jax import input_pipeline, train
+def setup_name(modalities) -> str:
+    """'face+pose+omnivec': modalities joined in MODALITY_ORDER, others after them alphabetically."""
+    rank = {m: i for i, m in enumerate(MODALITY_ORDER)}
+    return "+".join(sorted(modalities, key=lambda m: (rank.get(m, len(rank)), m)))
 
+
+def run_folds(config, workdir: str, folds) -> dict:
+    """Trains/evaluates each fold (skipping finished ones); returns per-fold and summary metrics.
+
+    Raises RunStopped when SIGTERM stops a fold (its checkpoint is saved; nothing is recorded).
+    """
     per_fold = {}
     for k in folds:
         fold_dir = os.path.join(workdir, f"fold{k}")
@@ -51,6 +74,13 @@ def run_folds(config, workdir: str, folds) -> dict:
         if done is None:
             log.info("fold %d: training in %s", k, fold_dir)
             result = train.train_and_evaluate(c, fold_dir)
+            if result.get("stopped"):
+                raise RunStopped(f"fold {k} was stopped by SIGTERM at step {result['step']} (checkpoint saved in "
+                                 f"{fold_dir}); nothing was recorded for it. Rerun the same command to resume it.")
+            result.update({"step": result["step"], "split": input_pipeline.fold_split(c, "test"), "fold": int(k),
+                           "dataset": c.dataset.name, "selection": "last checkpoint (nothing selected on the test "
+                           "split)", "dropped_modalities": []})
+            evaluate.write_summary(fold_dir, result)
             done = {"uar": result["uar"], "war": result["war"]}
         else:
             log.info("fold %d: already finished in %s (UAR %.4f WAR %.4f)", k, fold_dir, done["uar"], done["war"])
@@ -59,12 +89,12 @@ def run_folds(config, workdir: str, folds) -> dict:
 
 
 def summarize(per_fold: dict) -> dict:
-    """Mean and std (population, ddof=0) of UAR and WAR over the folds."""
+    """Mean and std (population, ddof=0) of UAR and WAR over the folds (std None for one fold)."""
     out = {}
     for metric in ("uar", "war"):
         values = np.array([v[metric] for v in per_fold.values()], np.float64)
         out[f"{metric}_mean"] = float(values.mean())
-        out[f"{metric}_std"] = float(values.std())
+        out[f"{metric}_std"] = float(values.std()) if len(values) > 1 else None
     return out
 
 
@@ -76,35 +106,12 @@ def markdown_table(rows: dict[str, dict]) -> str:
     for name, r in rows.items():
         cells = [f"{100 * r['folds'][f]['uar']:.2f} / {100 * r['folds'][f]['war']:.2f}" if f in r["folds"] else "-"
                  for f in folds]
-        lines.append(f"| {name} | " + " | ".join(cells)
-                     + f" | {100 * r['uar_mean']:.2f} ± {100 * r['uar_std']:.2f}"
-                     + f" | {100 * r['war_mean']:.2f} ± {100 * r['war_std']:.2f} |")
+        def mean(metric):
+            std = r[f"{metric}_std"]
+            return f"{100 * r[f'{metric}_mean']:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean('uar')} | {mean('war')} |")
     return "\n".join(lines)
-
-
-def ablation_chart(rows: dict[str, dict], path: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(rows)
-    x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(names) + 2), 4), dpi=120)
-    for offset, metric, colour in ((-0.2, "uar", "#3b6ea8"), (0.2, "war", "#e39b3b")):
-        means = [100 * rows[n][f"{metric}_mean"] for n in names]
-        stds = [100 * rows[n][f"{metric}_std"] for n in names]
-        ax.bar(x + offset, means, 0.4, yerr=stds, label=metric.upper(), color=colour, capsize=3)
-    ax.set_xticks(x, names, rotation=30, ha="right")
-    ax.set_ylabel("%")
-    low = min(100 * min(r["uar_mean"], r["war_mean"]) for r in rows.values())
-    ax.set_ylim(max(0, low - 10), 100)
-    ax.legend()
-    ax.set_title("modalities x fusion (mean over folds, last checkpoint)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 def ablation_setups(config, subsets, fusions):
@@ -114,8 +121,6 @@ def ablation_setups(config, subsets, fusions):
         names = subset.split("+")
         unknown = [m for m in names if m not in config.modalities]
         if unknown:
-            from fer_jax.errors import ConfigError
-
             raise ConfigError(f"--subsets names {unknown}, which the config does not define; it has "
                               f"{list(config.modalities)} (use a config variant with all of them, e.g. :face+pose).")
         for fusion in fusions:
@@ -125,15 +130,17 @@ def ablation_setups(config, subsets, fusions):
                     if m not in names:
                         del c.modalities[m]
                 c.model.fusion = fusion
-            setups[f"{subset}/{fusion}"] = c
+            setups[f"{setup_name(names)}/{fusion}"] = c
     return setups
 
 
 def write_report(workdir: str, rows: dict[str, dict], *, chart: bool) -> dict:
     os.makedirs(workdir, exist_ok=True)
     table = markdown_table(rows)
+    fractions = {r.get("label_fraction", 1.0) for r in rows.values()}
     note = ("UAR/WAR in %, last checkpoint of each fold (no selection on the test split); "
-            "± is the population std over folds.")
+            "± is the population std over folds." + (f" Trained on a class-stratified {100 * min(fractions):g}% of "
+                                                     "each fold's training labels." if min(fractions) < 1 else ""))
     with open(os.path.join(workdir, "cross_validation.md"), "w") as f:
         f.write(table + "\n\n" + note + "\n")
     with open(os.path.join(workdir, "cross_validation.json"), "w") as f:
@@ -141,34 +148,34 @@ def write_report(workdir: str, rows: dict[str, dict], *, chart: bool) -> dict:
     out = {"table": table, "markdown": os.path.join(workdir, "cross_validation.md"),
            "json": os.path.join(workdir, "cross_validation.json")}
     if chart:
-        out["chart"] = ablation_chart(rows, os.path.join(workdir, "ablation.png"))
+        out["chart"] = plots.ablation_png(rows, os.path.join(workdir, "ablation.png"))
     return out
 
 
 def main(argv):
-    from absl import app
-
-    from fer_jax import cli
-
     config, workdir = cli.config_and_workdir(argv)
+    if FLAGS.label_fraction is not None:
+        if not 0 < FLAGS.label_fraction <= 1:
+            raise app.UsageError(f"--label_fraction={FLAGS.label_fraction}: expected a fraction in (0, 1].")
+        with config.unlocked():
+            config.data.label_fraction = float(FLAGS.label_fraction)
     folds = [int(f) for f in FLAGS.folds.split(",") if f]
     if not folds or any(f not in range(1, 6) for f in folds):
         raise app.UsageError(f"--folds={FLAGS.folds!r}: expected folds among 1,2,3,4,5")
     if FLAGS.subsets or FLAGS.fusions:
-        subsets = (FLAGS.subsets or "+".join(config.modalities)).split(",")
+        subsets = (FLAGS.subsets or setup_name(config.modalities)).split(",")
         fusions = (FLAGS.fusions or config.model.get("fusion", "concat")).split(",")
         rows = {name: run_folds(c, os.path.join(workdir, name.replace("/", "_")), folds)
                 for name, c in ablation_setups(config, subsets, fusions).items()}
-        report = write_report(workdir, rows, chart=True)
     else:
-        rows = {"+".join(config.modalities) + "/" + config.model.get("fusion", "concat"):
+        rows = {setup_name(config.modalities) + "/" + config.model.get("fusion", "concat"):
                 run_folds(config, workdir, folds)}
-        report = write_report(workdir, rows, chart=False)
+    for r in rows.values():
+        r["label_fraction"] = float(config.data.get("label_fraction", 1.0) or 1.0)
+    report = write_report(workdir, rows, chart=bool(FLAGS.subsets or FLAGS.fusions))
     print(report["table"])
     print("wrote " + ", ".join(v for k, v in report.items() if k != "table"))
 
 
 if __name__ == "__main__":
-    from fer_jax import cli
-
-    cli.run(main)
+    cli.run(main, doc=__doc__)

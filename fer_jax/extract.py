@@ -23,53 +23,24 @@ import os
 
 import jax
 import numpy as np
+import tensorflow_datasets as tfds
+from absl import app
 from flax import nnx
 
-from fer_jax.errors import ConfigError
+import tfds_dfew.dfew  # noqa: F401  (registers the `dfew` builder with TFDS)
+from fer_jax import cli, input_pipeline, runs, workdir as workdir_lib
+from fer_jax.data import embeddings
+from fer_jax.errors import ConfigError, DatasetNotFoundError
 from fer_jax.models import generators
+from tfds_dfew import features as features_lib
 
 log = logging.getLogger(__name__)
-
-
-def generator_from_run(workdir: str, name: str, modality: str | None = None):
-    """The fine-tuned generator `name` from the newest checkpoint of the run in `workdir`.
-
-    Returns (module, report string). Raises ValueError if the run has no such generator.
-    """
-    from fer_jax import checkpoint as ckpt_lib, input_pipeline, parallel, train, workdir as workdir_lib
-
-    config = workdir_lib.load_config(workdir)
-    candidates = [m for m, spec in config.modalities.items()
-                  if spec.tokenizer == "generator" and spec.get("generator") == name]
-    if modality:
-        candidates = [m for m in candidates if m == modality]
-    if not candidates:
-        raise ValueError(
-            f"the run in {workdir} fine-tuned no generator {name!r}"
-            + (f" for modality {modality!r}" if modality else "")
-            + f"; its modalities: { {m: (s.tokenizer, s.get('generator')) for m, s in config.modalities.items()} }."
-        )
-    modality = candidates[0]
-    checkpoints = ckpt_lib.RunCheckpoints(workdir, read_only=True)
-    step = checkpoints.latest_step()
-    if step is None:
-        raise FileNotFoundError(f"{checkpoints.directory} holds no complete checkpoint.")
-    # Build the run's model without loading pretrained weights (they are overwritten anyway).
-    config.modalities[modality].pretrained = False
-    graphdef, _, state = train.init_state(config, input_pipeline.example_shapes(config))
-    abstract = ckpt_lib.abstract_like(state, parallel.replicated(parallel.make_mesh()))
-    state, _ = checkpoints.restore(step, abstract)
-    checkpoints.close()
-    model = nnx.merge(graphdef, state["params"], state["model_state"])
-    module = model.tokenizers[modality].generator
-    n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(module)))
-    return module, f"fine-tuned {name} from {workdir} step {step} (modality {modality!r}): {n:,} values loaded"
 
 
 FRAME_FREE = ("omnivec", "npy")  # generators that do not read frames
 
 
-def build_generators(config) -> dict[str, tuple[generators.FrameGenerator, dict]]:
+def build_generators(config) -> dict[str, tuple[nnx.Module, dict]]:
     """{feature key: (module, setup record)} for the frame generators of config.generators."""
     out = {}
     for key, spec in config.generators.items():
@@ -77,13 +48,8 @@ def build_generators(config) -> dict[str, tuple[generators.FrameGenerator, dict]
         if name in FRAME_FREE:
             continue
         generators.get(name)  # a clear error for unknown names
-        if spec.get("checkpoint"):
-            module, report = generator_from_run(os.path.expanduser(spec.checkpoint), name, spec.get("modality"))
-            weights = f"checkpoint:{os.path.abspath(os.path.expanduser(spec.checkpoint))}"
-        else:
-            weights_file = os.path.expanduser(spec.weights) if spec.get("weights") else None
-            module, report = generators.create(name, weights=weights_file)
-            weights = weights_file or "packaged"
+        weights = runs.weights_record(spec)
+        module, report = runs.generator_module(name, weights, modality=spec.get("modality") or None)
         log.info("%s: %s", key, str(report).splitlines()[0])
         out[key] = (module, {"generator": name, "weights": weights,
                              "feature_dim": generators.get(name).feature_dim})
@@ -118,13 +84,11 @@ def frame_runner(gens, batch: int):
 
 def omnivec_runner(key: str, spec, batch: int):
     """(records -> {key: float32[n, T, D]}, setup record, feature_dim) for a pretrained OmniVec."""
-    from fer_jax import input_pipeline, pretrain, workdir as workdir_lib
-
     if not spec.get("checkpoint"):
         raise ConfigError(f"config.generators.{key}.checkpoint must be the workdir of a `python -m fer_jax.pretrain` "
                          "run (configs/extract.py:omnivec,run=<workdir>).")
     run_dir = os.path.abspath(os.path.expanduser(spec.checkpoint))
-    module, report = pretrain.omnivec_from_run(run_dir)
+    module, report = runs.omnivec_encoder(run_dir)
     log.info("%s: %s", key, report)
     pre = input_pipeline.Preprocessor(workdir_lib.load_config(run_dir), train=False)
     graphdef, state = nnx.split(module)
@@ -148,25 +112,22 @@ def omnivec_runner(key: str, spec, batch: int):
 
 def extract(config) -> str:
     """Builds dfew_features/<config.output.name>; returns its directory."""
-    import tensorflow_datasets as tfds
-
-    import tfds_dfew.dfew  # noqa: F401  (registers `dfew`)
-    from fer_jax import input_pipeline
-    from fer_jax.data import embeddings
-    from tfds_dfew import features as features_lib
-
     source_dir = os.path.expanduser(config.source.data_dir)
+    if not os.path.isdir(source_dir):
+        raise DatasetNotFoundError(f"config.source.data_dir={config.source.data_dir!r} does not exist; point it at "
+                                   "the folder that holds the built dfew dataset (e.g. "
+                                   "--config.source.data_dir=data/tfds).")
     name = config.source.name
     if name.startswith(features_lib.NAME + "/"):
         source = features_lib.open_builder(source_dir, name.split("/", 1)[1])
         if source is None:
-            raise input_pipeline.DatasetNotFoundError(
-                f"source features {name!r} are not in {source_dir}. Extract them first: python -m fer_jax.extract "
-                f"--config configs/extract.py:{name.split('/', 1)[1]}")
+            raise DatasetNotFoundError(
+                f"source features {name!r} are not in {source_dir}. Extract them first: "
+                f"{input_pipeline.extract_hint(name.split('/', 1)[1], source_dir)}")
     else:
         source = tfds.builder(name, data_dir=source_dir)
         if not source.is_prepared():
-            raise input_pipeline.DatasetNotFoundError(
+            raise DatasetNotFoundError(
                 f"source dataset {name!r} is not built in {source_dir}. Build it first: "
                 f"python -m tfds_dfew.build --manual_dir <DFEW release> --data_dir {source_dir}")
     batch = int(config.batch_size)
@@ -213,20 +174,18 @@ def extract(config) -> str:
         return {k: dict(d).get(k) for k in ("source", "generators")}
 
     if existing is not None and core(existing) != core(setup):
-        raise ValueError(
+        raise ConfigError(
             f"{builder.data_dir} already holds features of another setup ({existing}); choose another "
             "config.output.name or set config.overwrite=True.")
     return builder.data_dir
 
 
 def main(argv):
-    from absl import app
-
-    from fer_jax import cli
-
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = cli.FLAGS.config
+    if config is None:
+        raise app.UsageError("--config is required, e.g. --config configs/extract.py:mini_xception_fer")
     path = extract(config)
     print(f"cached features written to {path}")
     print(f"train on them with: --config.dataset.name=dfew_features/{config.output.name} "
@@ -234,6 +193,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from fer_jax import cli
-
-    cli.run(main)
+    cli.run(main, doc=__doc__, needs_workdir=False)

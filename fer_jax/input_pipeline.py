@@ -18,20 +18,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import sys
-import threading
 from collections.abc import Iterator
 
 import grain
 import numpy as np
+import tensorflow_datasets as tfds
 
+import tfds_dfew.dfew  # noqa: F401  (registers the `dfew` builder with TFDS)
 from fer_jax.data import keypoints
-from fer_jax.errors import ConfigError
+from fer_jax.data.samplers import ClassBalancedSampler, labelled_subset  # noqa: F401  (part of this module's API)
+from fer_jax.errors import ConfigError, DatasetNotFoundError, FeatureSetupError
+from fer_jax.models import generators
+from tfds_dfew import features as features_lib
 from tfds_dfew import release
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """The configured TFDS dataset is not built in data_dir."""
 
 
 def fold_split(config, part: str) -> str:
@@ -66,21 +65,45 @@ def dataset_splits(config) -> list[str]:
     return sorted(open_builder(config).info.splits.keys())
 
 
+def extract_hint(setup: str, data_dir: str) -> str:
+    """The commands that make cached features `dfew_features/<setup>` in `data_dir` (as extract names them)."""
+    where = "" if os.path.normpath(data_dir) == "data/tfds" else (
+        f" --config.source.data_dir={data_dir} --config.output.data_dir={data_dir}")
+    for suffix, how in (("_omnivec", "omnivec,run=<pretraining_workdir>"), ("_external", "npy,path=<npy_folder>")):
+        if setup.endswith(suffix) and len(setup) > len(suffix):
+            base = setup[: -len(suffix)]
+            return (f"{extract_hint(base, data_dir)}, then python -m fer_jax.extract --config "
+                    f"configs/extract.py:{how},features={base}{where}")
+    # frame generators: their names joined by '_'
+    names, rest = [], setup
+    while rest:
+        match = next((g for g in sorted(generators.names(), key=len, reverse=True)
+                      if rest == g or rest.startswith(g + "_")), None)
+        if match is None:
+            return (f"no extraction setup makes {setup!r} by that name; see python -m fer_jax.extract --help "
+                    f"and the folders in {data_dir}/dfew_features")
+        names.append(match)
+        rest = rest[len(match) + 1:]
+    return f"python -m fer_jax.extract --config configs/extract.py:{'+'.join(names)}{where}"
+
+
 def open_builder(config):
     """The TFDS builder of config.dataset (checked to exist; cached features checked against the config)."""
-    import tensorflow_datasets as tfds
-
-    import tfds_dfew.dfew  # noqa: F401  (registers the `dfew` builder)
-    from tfds_dfew import features as features_lib
-
     name = dataset_name(config)
     data_dir = os.path.expanduser(config.dataset.data_dir)
+    if not os.path.isdir(data_dir):
+        make = f"python -m tfds_dfew.build --manual_dir <DFEW release> --data_dir {config.dataset.data_dir}"
+        if name.startswith(features_lib.NAME + "/"):
+            make += f", then {extract_hint(name.split('/', 1)[1], config.dataset.data_dir)}"
+        raise DatasetNotFoundError(
+            f"config.dataset.data_dir={config.dataset.data_dir!r} does not exist. If that is a typo, point it at "
+            f"the folder that holds the built datasets (the demo's is data/tfds); to make it there: {make}")
     if name.startswith(features_lib.NAME + "/"):
         builder = features_lib.open_builder(data_dir, name.split("/", 1)[1])
         if builder is None:
             raise DatasetNotFoundError(
-                f"cached features {name!r} are not in {data_dir}. Extract them first: python -m fer_jax.extract "
-                f"--config configs/extract.py:{name.split('/', 1)[1]}")
+                f"cached features {name!r} are not in {data_dir}. Extract them first: "
+                f"{extract_hint(name.split('/', 1)[1], data_dir)}")
         check_feature_setup(config, builder)
         return builder
     how = f"Build it first: python -m tfds_dfew.build --manual_dir <DFEW release> --data_dir {data_dir}"
@@ -100,14 +123,8 @@ def _split_source(builder, split, name, data_dir):
         raise DatasetNotFoundError(f"dataset {name!r} in {data_dir} has no split {split!r} ({e}).") from None
 
 
-class FeatureSetupError(ConfigError):
-    """Cached features were made by another generator setup than the config expects."""
-
-
 def check_feature_setup(config, builder) -> None:
     """Refuses cached features whose keys, shapes or generators do not match config.modalities."""
-    from tfds_dfew import features as features_lib
-
     setup = dict(builder.info.metadata.get("setup", {}) or {})
     made = dict(setup.get("generators", {}))
     available = sorted(k for k in builder.info.features.keys() if k not in features_lib.META_KEYS)
@@ -218,13 +235,48 @@ class Preprocessor:
         return out
 
 
-def example_shapes(config, split: str | None = None) -> dict:
+def example_shapes(config, split: str | None = None, *, source=None) -> dict:
     """Per-clip shape of each modality after preprocessing (reads one record of `split`, default the test fold).
 
     A modality that reads several dataset features gets {part: shape}.
     """
-    source = open_source(config, split or fold_split(config, "test"))
+    source = source if source is not None else open_source(config, split or fold_split(config, "test"))
     return shapes_of(config, Preprocessor(config, train=False)(source[0]))
+
+
+@dataclasses.dataclass
+class RunData:
+    """A run's dataset, opened (and checked against the config) once: its splits, input shapes, class counts."""
+
+    config: object
+    builder: object
+    input_shapes: dict
+    _sources: dict = dataclasses.field(default_factory=dict)
+
+    def source(self, split: str):
+        """The tfds data source of `split` (opened once)."""
+        if split not in self._sources:
+            self._sources[split] = _split_source(self.builder, split, dataset_name(self.config),
+                                                 self.config.dataset.data_dir)
+        return self._sources[split]
+
+    @property
+    def splits(self) -> list[str]:
+        """The stored splits ('fold1'..'fold5', and 'unlabelled' when built with it)."""
+        return sorted(self.builder.info.splits.keys())
+
+    def class_counts(self, split: str) -> np.ndarray:
+        """int64[C]: labelled clips of each class in `split` (read without decoding frames)."""
+        labels = read_fields(self.source(split), ("label",))["label"]
+        return np.bincount(labels[labels >= 0], minlength=int(self.config.num_classes))
+
+
+def open_run_data(config, *, shapes_split: str | None = None) -> RunData:
+    """Opens config.dataset once; input shapes are read from one clip of `shapes_split` (default the test fold)."""
+    data = RunData(config=config, builder=open_builder(config), input_shapes={})
+    split = shapes_split or fold_split(config, "test")
+    data.input_shapes = example_shapes(config, source=data.source(split))
+    return data
 
 
 def shapes_of(config, example: dict) -> dict:
@@ -265,91 +317,11 @@ def _batch_size_per_process(global_batch: int, process_count: int) -> int:
 SAMPLERS = ("shuffle", "class_balanced")  # config.data.sampler
 
 
-class ClassBalancedSampler:
-    """The source index at each position of an infinite class-balanced stream: a pure function of (seed, position).
-
-    labels: int[N] of the source records. A clip of class c is drawn with probability proportional
-    to n_c ** -power (power 1: every class equally often; power 0: the data's class frequencies);
-    a class with no clip gets none, and clips labelled outside 0..C-1 (-1: unlabelled) are never
-    drawn. The stream is cut into epochs of E positions (E = the number of labelled clips). Epoch e
-    holds a fixed quota of each class, E * p_c rounded by largest remainder with
-    p_c ∝ n_c ** (1 - power), filled from fresh random permutations of that class's clips (so the
-    clips of a class come up as evenly as possible), in random order; all of epoch e's randomness
-    comes from numpy's Generator seeded with (seed, e). With power 0 an epoch is thus a random
-    permutation of the labelled clips. `sampler[i]` is the source index at position i; len() is
-    sys.maxsize, so `grain.MapDataset.source(sampler)` is the infinite stream of indices.
-    """
-
-    def __init__(self, labels, *, seed: int, power: float = 1.0, num_classes: int = 7):
-        labels = np.asarray(labels, np.int64).reshape(-1)
-        if not np.isfinite(power) or power < 0:
-            raise ConfigError(f"config.data.balance_power={power}: expected a number >= 0 (1: balanced classes, "
-                              "0: the data's class frequencies).")
-        self.seed = int(seed) % 2**64
-        self.num_classes = int(num_classes)
-        self.power = float(power)
-        labelled = (labels >= 0) & (labels < self.num_classes)
-        if (labels[~labelled] != -1).any():
-            bad = sorted(set(labels[~labelled].tolist()) - {-1})
-            raise ConfigError(f"training labels {bad[:5]} are outside 0..{self.num_classes - 1} "
-                              f"(config.num_classes={self.num_classes}).")
-        self.members = [np.flatnonzero(labels == c) for c in range(self.num_classes)]
-        self.counts = np.array([len(m) for m in self.members], np.int64)
-        self.epoch_size = int(self.counts.sum())
-        if self.epoch_size == 0:
-            raise ConfigError("config.data.sampler='class_balanced': the training split has no labelled clip.")
-        weights = np.zeros(self.num_classes)
-        present = self.counts > 0
-        weights[present] = self.counts[present].astype(np.float64) ** (1.0 - self.power)
-        self.class_probabilities = weights / weights.sum()
-        exact = self.epoch_size * self.class_probabilities
-        quotas = np.floor(exact).astype(np.int64)
-        remainder = np.where(present, exact - quotas, -1.0)
-        quotas[np.argsort(-remainder, kind="stable")[: self.epoch_size - int(quotas.sum())]] += 1
-        self.quotas = quotas
-        self._cache: dict[int, np.ndarray] = {}
-        self._lock = threading.Lock()
-
-    def epoch(self, e: int) -> np.ndarray:
-        """int64[E]: the source indices of positions [e*E, (e+1)*E)."""
-        with self._lock:
-            cached = self._cache.get(e)
-        if cached is not None:
-            return cached
-        rng = np.random.default_rng([self.seed, int(e)])
-        parts = []
-        for members, quota in zip(self.members, self.quotas):
-            if quota:
-                rounds = -(-int(quota) // len(members))
-                parts.append(np.concatenate([rng.permutation(members) for _ in range(rounds)])[:quota])
-        order = np.concatenate(parts)[rng.permutation(self.epoch_size)]
-        with self._lock:
-            self._cache[e] = order
-            while len(self._cache) > 4:  # positions are read nearly in order: keep the last few epochs
-                del self._cache[next(iter(self._cache))]
-        return order
-
-    def __getitem__(self, position: int) -> int:
-        e, i = divmod(int(position), self.epoch_size)
-        return int(self.epoch(e)[i])
-
-    def __len__(self) -> int:
-        return sys.maxsize
-
-    def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k not in ("_cache", "_lock")}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state, _cache={}, _lock=threading.Lock())
-
-
 def read_fields(source, keys) -> dict[str, np.ndarray]:
     """{key: array[N, ...]}: small per-clip fields (e.g. 'label', 'votes') of every record of `source`.
 
     A TFDS data source is read with its other features left undecoded (no frames are decoded).
     """
-    import tensorflow_datasets as tfds
-
     class Undecoded(tfds.decode.Decoder):
         """Leaves a feature as stored (e.g. JPEG bytes)."""
 
@@ -403,7 +375,7 @@ def check_votes(config, source) -> None:
 
 
 def train_dataset(config, *, split: str | None = None, process_index: int = 0, process_count: int = 1,
-                  start_step: int = 0) -> grain.IterDataset:
+                  start_step: int = 0, source=None) -> grain.IterDataset:
     """Infinite, shuffled, augmented training batches of this process, from batch `start_step` on.
 
     split: the TFDS split string to read (default: the training split of config.dataset.fold).
@@ -413,16 +385,27 @@ def train_dataset(config, *, split: str | None = None, process_index: int = 0, p
     sampler = config.data.get("sampler", "shuffle")
     if sampler not in SAMPLERS:
         raise ConfigError(f"config.data.sampler={sampler!r}: expected one of {list(SAMPLERS)}.")
-    source = open_source(config, split or fold_split(config, "train"))
+    if source is None:
+        source = open_source(config, split or fold_split(config, "train"))
     if float(config.get("loss", {}).get("soft_targets", 0.0) or 0.0) > 0:
         check_votes(config, source)
     local = _batch_size_per_process(int(config.batch_size), process_count)
+    fraction = float(config.data.get("label_fraction", 1.0) or 1.0)
+    subset = None  # source indices of the labelled subset, when training on a fraction of the labels
+    if fraction < 1.0:
+        subset = labelled_subset(read_fields(source, ("label",))["label"], fraction, seed=int(config.seed))
+        logging.getLogger(__name__).info("training on %d clips: a class-stratified %g of the split's labels",
+                                         len(subset), fraction)
     if sampler == "class_balanced":
         labels = read_fields(source, ("label",))["label"]
-        indices = ClassBalancedSampler(labels, seed=int(config.seed),
+        indices = ClassBalancedSampler(labels if subset is None else labels[subset], seed=int(config.seed),
                                        power=float(config.data.get("balance_power", 1.0)),
-                                       num_classes=int(config.get("num_classes", 7)))
-        records = grain.MapDataset.source(indices).map(source.__getitem__)
+                                       num_classes=int(config.num_classes))
+        positions = indices if subset is None else grain.MapDataset.source(indices).map(lambda i: int(subset[i]))
+        records = grain.MapDataset.source(positions).map(source.__getitem__)
+    elif subset is not None:
+        records = grain.MapDataset.source(subset).shuffle(seed=int(config.seed)).repeat().map(
+            lambda i: source[int(i)])
     else:
         records = grain.MapDataset.source(source).shuffle(seed=int(config.seed)).repeat()
     ds = records.random_map(Preprocessor(config, train=True), seed=int(config.seed) + 1)
@@ -436,16 +419,16 @@ def train_dataset(config, *, split: str | None = None, process_index: int = 0, p
 
 
 def eval_batches(
-    config, split: str | None = None, *, process_index: int = 0, process_count: int = 1, batch_size: int | None = None
-) -> tuple[Iterator[dict], int]:
+    config, split: str | None = None, *, process_index: int = 0, process_count: int = 1, batch_size: int | None = None,
+    source=None) -> tuple[Iterator[dict], int]:
     """Padded evaluation batches of this process, and the number of global batches.
 
     Every clip of the split is in exactly one batch row with mask True; padding rows repeat
     clip 0 with mask False. Global batch b holds clips [b*G, (b+1)*G); process p holds the
     contiguous block [b*G + p*L, b*G + (p+1)*L) of it.
     """
-    split = split or fold_split(config, "test")
-    source = open_source(config, split)
+    if source is None:
+        source = open_source(config, split or fold_split(config, "test"))
     n = len(source)
     global_batch = int(batch_size or config.get("eval_batch_size", config.batch_size))
     local = _batch_size_per_process(global_batch, process_count)

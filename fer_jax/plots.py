@@ -1,17 +1,34 @@
-"""Figures for reports: the confusion matrix (row-normalised, with counts)."""
+"""Figures: confusion matrix, training curves, the ablation chart and a video's emotion timeline (PNG).
+
+matplotlib is imported only when a figure is drawn (it is slow to import and no CLI needs it
+otherwise).
+"""
 
 from __future__ import annotations
 
+import os
+import re
+
 import numpy as np
+
+from tfds_dfew import release
+
+# One colour per emotion, in release.CLASS_NAMES order.
+EMOTION_COLOURS = ("#f2b701", "#3969ac", "#a5aa99", "#e73f74", "#f97b22", "#4b9b3c", "#7f3c8d")
+
+
+def _pyplot():
+    import matplotlib  # noqa: PLC0415  (lazy: an optional heavy import, only when drawing)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (lazy, as above)
+
+    return plt
 
 
 def confusion_matrix_png(confusion, class_names, path: str, *, title: str = "") -> str:
     """Writes a row-normalised confusion matrix (recall on the diagonal, counts in each cell) to `path`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     c = np.asarray(confusion, np.float64)
     rows = c.sum(axis=1, keepdims=True)
     norm = np.divide(c, rows, out=np.zeros_like(c), where=rows > 0)
@@ -34,3 +51,143 @@ def confusion_matrix_png(confusion, class_names, path: str, *, title: str = "") 
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def training_curves_png(records: list[dict], path: str, *, title: str = "") -> str:
+    """Loss, learning rate and (when evaluated) test UAR/WAR over steps, from a run's metrics.jsonl records."""
+    plt = _pyplot()
+    train = [r for r in records if r.get("split") in ("train", "pretrain") and "loss" in r]
+    test = [r for r in records if r.get("split") == "test" and "uar" in r]
+    panels = 3 if test else 2
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.2), dpi=110)
+    steps = [r["step"] for r in train]
+    axes[0].plot(steps, [r["loss"] for r in train], color="#3b6ea8", lw=1.2)
+    axes[0].set_title("training loss" if not train or train[0]["split"] == "train" else "reconstruction loss",
+                      fontsize=9)
+    axes[1].plot(steps, [r.get("lr", np.nan) for r in train], color="#555555", lw=1.2)
+    axes[1].set_title("learning rate", fontsize=9)
+    if test:
+        s = [r["step"] for r in test]
+        axes[2].plot(s, [100 * r["uar"] for r in test], "o-", color="#3b6ea8", label="UAR")
+        axes[2].plot(s, [100 * r["war"] for r in test], "s-", color="#e39b3b", label="WAR")
+        axes[2].set_ylim(0, 100)
+        axes[2].axhline(100 / len(release.CLASS_NAMES), color="0.6", ls="--", lw=0.8, label="chance UAR")
+        axes[2].set_title("test split (last step is the reported one)", fontsize=9)
+        axes[2].legend(fontsize=8)
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def ablation_png(rows: dict[str, dict], path: str, *, chance: float = 100 / 7) -> str:
+    """Bars of mean UAR/WAR per setup (in the given order), std error bars when there are several folds.
+
+    The axis starts at 0 and the chance level of UAR (100/7 %) is drawn, so bar heights compare honestly.
+    """
+    plt = _pyplot()
+    names = list(rows)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(names) + 2), 4), dpi=120)
+    for offset, metric, colour in ((-0.2, "uar", "#3b6ea8"), (0.2, "war", "#e39b3b")):
+        means = [100 * rows[n][f"{metric}_mean"] for n in names]
+        several = [len(rows[n].get("folds", {})) > 1 for n in names]
+        stds = [100 * rows[n][f"{metric}_std"] if many else 0.0 for n, many in zip(names, several)]
+        ax.bar(x + offset, means, 0.4, yerr=stds if any(several) else None, label=metric.upper(), color=colour,
+               capsize=3)
+    ax.axhline(chance, color="0.4", ls="--", lw=1, label=f"chance UAR ({chance:.1f}%)")
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    folds = sorted({f for r in rows.values() for f in r.get("folds", {})})
+    ax.set_title(f"modalities x fusion ({', '.join(folds)}; last checkpoint)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[(start, end_exclusive)] of the True runs of a bool[N]."""
+    padded = np.concatenate([[False], np.asarray(mask, bool), [False]])
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def timeline_png(result: dict, path: str) -> str:
+    """A stacked-area timeline of the window probabilities, the dominant emotion above it, no-face spans shaded."""
+    plt = _pyplot()
+    from matplotlib.patches import Patch  # noqa: PLC0415  (lazy: see _pyplot)
+
+    fps, n = float(result["fps"]), int(result["num_frames"])
+    duration = max(n / fps, 1e-6)
+    windows = result["windows"]
+    centre = np.array([(w["start_s"] + w["end_s"]) / 2.0 for w in windows])
+    face = np.array([not w["no_face"] for w in windows], bool)
+    probs = np.array([[w["probabilities"][c] for c in release.CLASS_NAMES] if w["probabilities"] else [0.0] * 7
+                      for w in windows], np.float64).reshape(-1, len(release.CLASS_NAMES))
+
+    fig, (band, ax) = plt.subplots(2, 1, figsize=(11, 4.2), dpi=110, sharex=True,
+                                   gridspec_kw={"height_ratios": [1, 5], "hspace": 0.06})
+    # Window w stands for the time nearer its centre than any other's; a run of face windows is
+    # drawn from its first cell's start to its last cell's end, through the window centres.
+    edges = np.concatenate([[0.0], (centre[1:] + centre[:-1]) / 2.0, [duration]])
+    lo = np.maximum(edges[:-1], [w["start_s"] for w in windows])
+    hi = np.minimum(edges[1:], [w["end_s"] for w in windows])
+    for a, b in _runs(face):
+        x = np.concatenate([[lo[a]], centre[a:b], [hi[b - 1]]])
+        y = np.concatenate([probs[a:a + 1], probs[a:b], probs[b - 1:b]]).T
+        ax.stackplot(x, y, colors=EMOTION_COLOURS, alpha=0.9, linewidth=0)
+    # No-face frames, shaded on both axes.
+    no_face = np.array([f["status"] == "none" for f in result["frames"]], bool)
+    for a, b in _runs(no_face):
+        for axis in (ax, band):
+            axis.axvspan(a / fps, b / fps, facecolor="0.82", edgecolor="0.55", hatch="//", linewidth=0, zorder=0)
+        if (b - a) / fps > 0.06 * duration:
+            ax.text((a + b) / 2 / fps, 0.5, "no face", ha="center", va="center", fontsize=9, color="0.3")
+    # The dominant emotion: coloured band with labels on runs long enough to read.
+    dominant = [w["dominant"] for w in windows]
+    w = 0
+    while w < len(windows):
+        v = w
+        while v + 1 < len(windows) and dominant[v + 1] == dominant[w]:
+            v += 1
+        if dominant[w] is not None:
+            start, end = lo[w], hi[v]
+            band.axvspan(start, end, facecolor=EMOTION_COLOURS[release.CLASS_NAMES.index(dominant[w])], edgecolor="white",
+                         linewidth=0.6)
+            if end - start > 0.045 * duration:
+                band.text((start + end) / 2, 0.5, dominant[w], ha="center", va="center", fontsize=8.5,
+                          color="black" if dominant[w] in ("happy", "neutral", "surprise") else "white")
+        w = v + 1
+    band.set_yticks([])
+    band.set_ylabel("dominant", rotation=0, ha="right", va="center", fontsize=8)
+    title = os.path.basename(os.path.normpath(result["video"]))
+    model = result.get("model") or {}
+    what = (f"run {os.path.basename(model['workdir'])} step {model['step']}" if model.get("kind") == "run"
+            else model.get("kind", ""))
+    band.set_title(f"{title}: {n} frames at {fps:g} fps, {what}, windows of {result['settings']['window']} "
+                   f"frames every {result['settings']['stride']}", fontsize=9)
+    ax.set_xlim(0, duration)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("probability")
+    handles = [Patch(facecolor=c, label=name) for c, name in reversed(list(zip(EMOTION_COLOURS, release.CLASS_NAMES)))]  # as stacked
+    handles.append(Patch(facecolor="0.82", edgecolor="0.55", hatch="//", label="no face"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
+    if result.get("error"):  # its first clause, without the path already in the title
+        reason = re.split(r" \(|; ", result["error"].removeprefix(result["video"] + ": ").split(": ", 1)[-1])[0]
+        ax.text(0.5, 0.9, reason, transform=ax.transAxes, ha="center", va="top", fontsize=9, color="darkred",
+                bbox={"facecolor": "white", "edgecolor": "darkred", "boxstyle": "round,pad=0.3"})
+    fig.subplots_adjust(left=0.07, right=0.87, top=0.9, bottom=0.13)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+

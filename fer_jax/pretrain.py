@@ -17,30 +17,25 @@ inside the fusion model (tokenizer `omnivec`, see configs/fusion.py's `omnivec_f
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
-from fer_jax import checkpoint as ckpt_lib
-from fer_jax import input_pipeline, parallel, train, workdir as workdir_lib
+from fer_jax import checkpoint as ckpt_lib, cli
+from fer_jax import input_pipeline, loop, parallel, plots, runs, train_state
+from fer_jax import workdir as workdir_lib
 from fer_jax.errors import ConfigError
-from fer_jax.models import omnivec as omnivec_lib, registry
+from fer_jax.models import omnivec as omnivec_lib
 
 log = logging.getLogger(__name__)
 
-SHAPES_FILE = "omnivec.json"  # input shapes of the run's modalities, to rebuild the network later
 
-
-def pretrain_split(config) -> str:
-    """The TFDS split string of every stored split except `config.pretrain.exclude_fold` (0 = none)."""
-    splits = input_pipeline.dataset_splits(config)
+def pretrain_split(config, splits: list[str]) -> str:
+    """The TFDS split string of every stored split (`splits`) except `config.pretrain.exclude_fold` (0 = none)."""
     exclude = int(config.pretrain.get("exclude_fold", 0) or 0)
     if exclude and f"fold{exclude}" not in splits:
         raise ConfigError(f"config.pretrain.exclude_fold={exclude}: {config.dataset.name} has no split "
@@ -64,7 +59,7 @@ def make_steps(config, graphdef, tx, mesh):
     modalities = tuple(config.modalities)
     p = config.pretrain
     mask_ratio, modality_prob = float(p.mask_ratio), float(p.modality_mask_prob)
-    schedule = train.learning_rate_schedule(config)
+    schedule = train_state.learning_rate_schedule(config)
 
     def hidden_of(key, masks):
         present = jnp.stack([masks[m] for m in modalities], axis=1)
@@ -106,10 +101,10 @@ def make_steps(config, graphdef, tx, mesh):
             jax.jit(loss_step, in_shardings=(repl, data, repl), out_shardings=repl))
 
 
-def reconstruction_loss(config, loss_step, state, split: str, mesh) -> float:
+def reconstruction_loss(config, loss_step, state, split: str, mesh, *, source=None) -> float:
     """Mean reconstruction error over every clip of `split`, masking drawn from a fixed key."""
     batches, _ = input_pipeline.eval_batches(config, split, process_index=jax.process_index(),
-                                             process_count=jax.process_count())
+                                             process_count=jax.process_count(), source=source)
     key = jax.random.key(int(config.seed) + 12345)
     total = count = 0.0
     for i, local in enumerate(batches):
@@ -119,8 +114,8 @@ def reconstruction_loss(config, loss_step, state, split: str, mesh) -> float:
 
 
 def pretrain(config, workdir: str) -> dict:
-    """Pretrains config's OmniVec; returns {'reconstruction_loss', 'steps', 'clips'}."""
-    if "pretrain" not in config:
+    """Pretrains config's OmniVec; returns {'reconstruction_loss', 'steps', 'clips'} (or 'stopped': True)."""
+    if not runs.is_pretraining(config):
         raise ConfigError("this config has no `pretrain` block; pretraining takes configs/omnivec.py.")
     if config.data.get("sampler", "shuffle") != "shuffle":
         raise ConfigError(f"config.data.sampler={config.data.sampler!r}: pretraining reads every clip once per "
@@ -128,129 +123,48 @@ def pretrain(config, workdir: str) -> dict:
     is_main = jax.process_index() == 0
     if is_main:
         workdir_lib.claim(workdir, config)
-    split = pretrain_split(config)
     mesh = parallel.make_mesh()
-    shapes = input_pipeline.example_shapes(config, split)
+    builder = input_pipeline.open_builder(config)
+    split = pretrain_split(config, sorted(builder.info.splits.keys()))
+    data = input_pipeline.RunData(config=config, builder=builder, input_shapes={})
+    source = data.source(split)
+    data.input_shapes = input_pipeline.example_shapes(config, source=source)
     if is_main:
-        with open(os.path.join(workdir, SHAPES_FILE), "w") as f:
-            json.dump({"input_shapes": {m: list(s) for m, s in shapes.items()}}, f, indent=2)
-    graphdef, tx, state = train.init_state(config, shapes, build=registry.build_omnivec)
-    train.check_batchnorm_batch(config, state, mesh)
+        runs.write_input_shapes(workdir, data.input_shapes)
+    graphdef, tx, state = train_state.init(config, runs.model_builder(config, data.input_shapes))
+    train_state.check_batchnorm_batch(config, state, mesh)
     state = jax.device_put(state, parallel.replicated(mesh))
     train_step, loss_step = make_steps(config, graphdef, tx, mesh)
-    num_clips = len(input_pipeline.open_source(config, split))
-    log.info("OmniVec: %s parameters; modalities %s; %d clips in %s", f"{train.param_count(state):,}",
-             {m: tuple(s) for m, s in shapes.items()}, num_clips, split)
+    num_clips = len(source)
+    log.info("OmniVec: %s parameters; modalities %s; %d clips in %s; compute dtype %s; %d device(s) in %d "
+             "process(es)", f"{train_state.param_count(state):,}",
+             {m: tuple(s) for m, s in data.input_shapes.items()}, num_clips, split,
+             config.model.get("dtype", "float32"), mesh.size, jax.process_count())
 
+    def stream(start):
+        return iter(input_pipeline.train_dataset(config, split=split, process_index=jax.process_index(),
+                                                 process_count=jax.process_count(), start_step=start, source=source))
+
+    metrics_log = workdir_lib.MetricsLog(workdir, enabled=is_main)
     checkpoints = ckpt_lib.RunCheckpoints(workdir, max_to_keep=config.get("keep_checkpoints", 2))
-    start = checkpoints.latest_step() or 0
-    if start:
-        state, _ = checkpoints.restore(start, ckpt_lib.abstract_like(state, parallel.replicated(mesh)))
-        log.info("resumed from checkpoint at step %d in %s", start, checkpoints.directory)
-    stream = iter(input_pipeline.train_dataset(config, split=split, process_index=jax.process_index(),
-                                               process_count=jax.process_count(), start_step=start))
-    metrics_log = workdir_lib.MetricsLog(workdir, enabled=is_main, resume_step=start)
-    total, log_every = int(config.num_train_steps), int(config.log_every)
-    ckpt_every = int(config.get("checkpoint_every", 0) or 0)
-    base_key = jax.random.key(int(config.seed))
-    pending = []
-    bar = None
-    if is_main and config.get("progress_bar", True):
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, initial=start, desc="pretrain", unit="step", dynamic_ncols=True)
-
-    def flush(step):
-        if not pending:
-            return
-        fetched = jax.device_get(pending)
-        bad = next((v for v in fetched if not v["finite"]), None)
-        if bad is not None:
-            raise train.NonFiniteLossError(
-                f"near step {step}: the reconstruction loss is not finite (loss={float(bad['loss'])}). The last good "
-                f"checkpoint (step {checkpoints.latest_step()}) is kept in {checkpoints.directory}; lower "
-                "config.optimizer.lr and rerun in a new --workdir.")
-        mean = {k: float(np.mean([v[k] for v in fetched])) for k in fetched[0] if k != "finite"}
-        metrics_log.write(step, "pretrain", mean)
-        if bar is not None:
-            bar.set_postfix(loss=f"{mean['loss']:.3f}")
-        pending.clear()
-
-    def save(step):
-        if checkpoints.latest_step() != step:
-            checkpoints.save(step, state, meta={"step": step, "config": workdir_lib.config_to_dict(config)})
-
-    step = start
-    t0 = time.time()
-    with train._Preemption() as preemption:
-        while step < total:
-            batch = parallel.global_batch(next(stream), mesh)
-            state, stats = train_step(state, batch, jax.random.fold_in(base_key, step))
-            step += 1
-            pending.append(stats)
-            if bar is not None:
-                bar.update(1)
-            if step % log_every == 0 or step == total:
-                flush(step)
-            if (ckpt_every and step % ckpt_every == 0) or step == total or preemption.requested:
-                flush(step)
-                save(step)
-            if preemption.requested:
-                log.warning("SIGTERM received: saved a checkpoint at step %d; rerun the same command to resume.", step)
-                break
-    if bar is not None:
-        bar.close()
-    result = {"steps": step, "clips": num_clips}
-    if step >= total:
-        result["reconstruction_loss"] = reconstruction_loss(config, loss_step, state, split, mesh)
-        metrics_log.write(step, "pretrain_eval", {"reconstruction_loss": result["reconstruction_loss"],
-                                                  "train_seconds": time.time() - t0})
-        log.info("step %d: reconstruction loss %.4f over %d clips (predicting zeros scores 1.0)", step,
+    done = loop.run(config, workdir, state=state, mesh=mesh, train_step=train_step, stream=stream,
+                    metrics_log=metrics_log, checkpoints=checkpoints, split="pretrain")
+    result = {"steps": done.step, "clips": num_clips, "stopped": done.stopped}
+    if not done.stopped:
+        result["reconstruction_loss"] = reconstruction_loss(config, loss_step, done.state, split, mesh, source=source)
+        metrics_log.write(done.step, "pretrain_eval", {"reconstruction_loss": result["reconstruction_loss"],
+                                                       "train_seconds": done.seconds})
+        log.info("step %d: reconstruction loss %.4f over %d clips (predicting zeros scores 1.0)", done.step,
                  result["reconstruction_loss"], num_clips)
     metrics_log.close()
     checkpoints.close()
+    if is_main:
+        plots.training_curves_png(workdir_lib.read_metrics(workdir), os.path.join(workdir, "curves.png"),
+                                  title=f"OmniVec pretraining {os.path.basename(os.path.normpath(workdir))}")
     return result
 
 
-def omnivec_from_run(workdir: str, *, load: bool = True, inputs: dict | None = None):
-    """The OmniVec network of a pretraining run (newest checkpoint) -> (module, report).
-
-    inputs: the {modality: dataset key} the caller will feed; it must match the run's. The
-    module is rebuilt with dropout 0 (a generator's features are deterministic).
-    """
-    workdir = os.path.expanduser(workdir)
-    config = workdir_lib.load_config(workdir)
-    if "pretrain" not in config:
-        raise ConfigError(f"{workdir} is not an OmniVec pretraining run (its config has no `pretrain` block); "
-                          "pass the --workdir of `python -m fer_jax.pretrain`.")
-    run_inputs = {m: spec.input for m, spec in config.modalities.items()}
-    if inputs and dict(inputs) != run_inputs:
-        raise ConfigError(f"the OmniVec of {workdir} reads {run_inputs}, but it is given {dict(inputs)}; "
-                          "feed it the same dataset features it was pretrained on.")
-    shapes_path = os.path.join(workdir, SHAPES_FILE)
-    if not os.path.exists(shapes_path):
-        raise FileNotFoundError(f"{shapes_path} not found: the pretraining run in {workdir} never started.")
-    with open(shapes_path) as f:
-        shapes = {m: tuple(s) for m, s in json.load(f)["input_shapes"].items()}
-    config.model.dropout = 0.0
-    graphdef, _, state = train.init_state(config, shapes, build=registry.build_omnivec)
-    report = "random initialisation (pretrained=False)"
-    if load:
-        checkpoints = ckpt_lib.RunCheckpoints(workdir, read_only=True)
-        step = checkpoints.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"{checkpoints.directory} holds no complete checkpoint; finish the pretraining "
-                                    f"run first (rerun its command to resume it).")
-        state, _ = checkpoints.restore(step, ckpt_lib.abstract_like(state, parallel.replicated(parallel.make_mesh())))
-        checkpoints.close()
-        report = f"OmniVec from {workdir} step {step}"
-    encoder = nnx.merge(graphdef, state["params"], state["model_state"]).encoder
-    return encoder, report
-
-
 def main(argv):
-    from fer_jax import cli
-
     config, workdir = cli.config_and_workdir(argv)
     result = pretrain(config, workdir)
     if jax.process_index() == 0 and "reconstruction_loss" in result:
@@ -260,6 +174,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from fer_jax import cli
-
-    cli.run(main)
+    cli.run(main, doc=__doc__)

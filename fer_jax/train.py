@@ -3,15 +3,15 @@
     python -m fer_jax.train --config configs/demo.py --workdir runs/demo
 
 The run resumes from the newest complete checkpoint in the workdir. SIGTERM (a preemption
-notice) saves a checkpoint and exits cleanly.
+notice) saves a checkpoint and exits cleanly; rerunning the same command resumes it. At the end
+the last checkpoint is scored on the fold's test split (no epoch is picked on it).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import signal
-import time
+import os
 from typing import Any
 
 import jax
@@ -19,85 +19,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from tqdm import tqdm
 
-from fer_jax import checkpoint as ckpt_lib
-from fer_jax import input_pipeline, losses, metrics, parallel, workdir as workdir_lib
+from fer_jax import checkpoint as ckpt_lib, cli
+from fer_jax import input_pipeline, loop, losses, metrics, parallel, plots, runs, train_state
+from fer_jax import workdir as workdir_lib
 from fer_jax.errors import ConfigError
-from fer_jax.models import registry
 from tfds_dfew import release
 
 log = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Training produced NaN/Inf; the last good checkpoint is kept."""
-
-
-# ----------------------------------------------------------------------------------------------
-# Model, optimizer and the train state (plain pytrees: params, model_state, opt_state, step).
-# ----------------------------------------------------------------------------------------------
-
-
-def learning_rate_schedule(config) -> optax.Schedule:
-    o = config.optimizer
-    total = int(config.num_train_steps)
-    warmup = min(int(o.warmup_steps), max(total - 1, 0))
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=o.lr, warmup_steps=warmup, decay_steps=max(total, warmup + 1),
-        end_value=o.lr * o.get("end_lr_factor", 0.01),
-    )
-
-
-def make_optimizer(config) -> optax.GradientTransformation:
-    o = config.optimizer
-    schedule = learning_rate_schedule(config)
-    if o.name == "adamw":
-        tx = optax.adamw(schedule, b1=o.get("b1", 0.9), b2=o.get("b2", 0.999), weight_decay=o.weight_decay,
-                         mask=_decay_mask)
-    elif o.name == "sgd":
-        tx = optax.chain(optax.add_decayed_weights(o.weight_decay, mask=_decay_mask),
-                         optax.sgd(schedule, momentum=o.get("momentum", 0.9), nesterov=o.get("nesterov", False)))
-    else:
-        raise ConfigError(f"config.optimizer.name={o.name!r}: expected 'adamw' or 'sgd'.")
-    multipliers = tuple(o.get("lr_multipliers", ()) or ())
-    if multipliers:
-        tx = _with_lr_multipliers(tx, multipliers)
-    if o.get("grad_clip_norm"):
-        tx = optax.chain(optax.clip_by_global_norm(o.grad_clip_norm), tx)
-    return tx
-
-
-def param_path(path) -> str:
-    """'tokenizers/face/generator/network/conv1/kernel' for a jax key path."""
-    return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
-
-
-def _with_lr_multipliers(tx, multipliers):
-    """Scales updates of parameters whose path matches a regex (first match wins); 0 freezes them.
-
-    multipliers: ((regex, factor), ...), e.g. (("tokenizers/face/generator/.*", 0.1),).
-    """
-    import re
-
-    rules = [(re.compile(pattern), float(factor)) for pattern, factor in multipliers]
-    factors = sorted({f for _, f in rules} | {1.0})
-
-    def labels(params):
-        def label(path, _):
-            name = param_path(path)
-            return f"x{next((f for r, f in rules if r.fullmatch(name)), 1.0)}"
-
-        return jax.tree_util.tree_map_with_path(label, params)
-
-    def scaled(f):
-        return optax.set_to_zero() if f == 0 else optax.chain(tx, optax.scale(f)) if f != 1.0 else tx
-
-    return optax.multi_transform({f"x{f}": scaled(f) for f in factors}, labels)
-
-
-def _decay_mask(params):
-    """Weight decay on matrices and conv kernels only (not biases, norms or embeddings' 1-D params)."""
-    return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
 @dataclasses.dataclass
@@ -111,27 +41,13 @@ class Trainer:
     eval_step: Any
 
 
-def init_state(config, input_shapes, build=registry.build_model):
-    """(graphdef, tx, state) with state = {'params', 'model_state', 'opt_state', 'step'}; `build` makes the model."""
-    model = build(config, input_shapes, seed=int(config.seed))
-    graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
-    tx = make_optimizer(config)
-    state = {"params": params, "model_state": model_state, "opt_state": tx.init(params),
-             "step": jnp.zeros((), jnp.int32)}
-    return graphdef, tx, state
-
-
-def param_count(state) -> int:
-    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(state["params"])))
-
-
 def class_weights_of(config, class_counts=None) -> np.ndarray | None:
     """float32[C] loss weights from config.loss.class_weights, or None.
 
     "" / None: no weights; "balanced": 1 / count of each class (`class_counts`, the training
     split's), normalised to mean 1; "w1,...,wC" or a sequence: those numbers.
     """
-    num_classes = int(config.get("num_classes", 7))
+    num_classes = int(config.num_classes)
     spec = config.loss.get("class_weights", None)
     if spec is None or (isinstance(spec, str) and not spec.strip()):
         return None
@@ -150,17 +66,29 @@ def class_weights_of(config, class_counts=None) -> np.ndarray | None:
     return np.asarray(values, np.float32)
 
 
-def make_trainer(config, graphdef, tx, mesh, *, class_counts=None) -> Trainer:
-    """The jitted steps; class_counts (int[C] of the training split) serve class_weights='balanced'."""
-    num_classes = int(config.get("num_classes", 7))
+def mask_out(inputs: dict, masks: dict, dropped) -> dict:
+    """masks with every modality in `dropped` absent (all frames False), as the model treats a missing modality."""
+    out = dict(masks)
+    for m in dropped:
+        first = jax.tree.leaves(inputs[m])[0]
+        out[m] = jnp.zeros(first.shape[:2], bool)
+    return out
+
+
+def make_trainer(config, graphdef, tx, mesh, *, class_counts=None, drop_modalities=()) -> Trainer:
+    """The jitted steps; class_counts (int[C] of the training split) serve class_weights='balanced'.
+
+    drop_modalities: modalities the evaluation step masks out (fer_jax.evaluate --drop_modality).
+    """
+    num_classes = int(config.num_classes)
     modalities = tuple(config.modalities)
     smoothing = float(config.loss.get("label_smoothing", 0.0))
-    class_weights = class_weights_of(config, class_counts)
+    class_weights = class_weights_of(config, class_counts) if tx is not None else None  # tx None: evaluation only
     soft_targets = float(config.loss.get("soft_targets", 0.0) or 0.0)  # weight of the vote distribution
     if not 0.0 <= soft_targets <= 1.0:
         raise ConfigError(f"config.loss.soft_targets={soft_targets}: expected a weight in [0, 1] (0: hard labels).")
     skip_nonfinite = bool(config.get("skip_nonfinite_batches", False))
-    schedule = learning_rate_schedule(config)
+    schedule = train_state.learning_rate_schedule(config)
 
     def train_step(state, batch, key):
         inputs, masks = input_pipeline.model_inputs(batch, modalities)
@@ -197,7 +125,7 @@ def make_trainer(config, graphdef, tx, mesh, *, class_counts=None) -> Trainer:
     def eval_step(state, batch):
         model = nnx.merge(graphdef, state["params"], state["model_state"])
         inputs, masks = input_pipeline.model_inputs(batch, modalities)
-        logits = model(inputs, masks, train=False)
+        logits = model(inputs, mask_out(inputs, masks, drop_modalities), train=False)
         return metrics.confusion_matrix_jax(batch["label"], logits, batch["mask"], num_classes)
 
     repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
@@ -211,15 +139,15 @@ def make_trainer(config, graphdef, tx, mesh, *, class_counts=None) -> Trainer:
     )
 
 
-def evaluate(config, trainer: Trainer, state, split: str | None = None, *, progress: bool = False) -> dict:
+def evaluate(config, trainer: Trainer, state, split: str | None = None, *, progress: bool = False,
+             source=None) -> dict:
     """Confusion matrix and UAR/WAR of `state` over a whole split (every clip counted once)."""
     eval_batch = int(config.get("eval_batch_size", config.batch_size))
     batches, num_batches = input_pipeline.eval_batches(
-        config, split, process_index=jax.process_index(), process_count=jax.process_count(), batch_size=eval_batch)
+        config, split, process_index=jax.process_index(), process_count=jax.process_count(), batch_size=eval_batch,
+        source=source)
     total = None
     if progress and jax.process_index() == 0:
-        from tqdm import tqdm
-
         batches = tqdm(batches, total=num_batches, desc="evaluate", leave=False)
     for local in batches:
         conf = trainer.eval_step(state, parallel.global_batch(local, trainer.mesh))
@@ -228,54 +156,23 @@ def evaluate(config, trainer: Trainer, state, split: str | None = None, *, progr
     return metrics.summarize(confusion, release.CLASS_NAMES)
 
 
-# ----------------------------------------------------------------------------------------------
-# The training loop.
-# ----------------------------------------------------------------------------------------------
-
-
-def check_batchnorm_batch(config, state, mesh) -> None:
-    """Refuses a training batch that must be padded when the model has BatchNorm.
-
-    Padding rows (a batch that does not divide over this process's devices) are masked out of
-    the loss, but BatchNorm's batch statistics would count them.
-    """
-    if not jax.tree.leaves(nnx.State(state["model_state"]).filter(nnx.BatchStat)):
-        return
-    local_devices = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
-    local_batch = int(config.batch_size) // jax.process_count()
-    if local_batch % local_devices:
-        raise ConfigError(
-            f"config.batch_size={config.batch_size} gives {local_batch} clips per process, which do not divide "
-            f"over its {local_devices} devices; this model has BatchNorm, whose batch statistics would count "
-            f"the padding rows. Use a multiple of {local_devices * jax.process_count()}.")
-
-
-class _Preemption:
-    """Turns SIGTERM into a flag the loop checks after each step."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame):
-        del signum, frame
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+def describe_setup(config, state, input_shapes, mesh) -> str:
+    """The start-up line: parameters, modalities, compute dtype, devices, processes, batch per device."""
+    per_device = int(config.batch_size) / max(mesh.size, 1)
+    dtype = str(config.model.get("dtype", "float32") or "float32")
+    return (f"model: {train_state.param_count(state):,} parameters; modalities "
+            f"{ {m: tuple(s) if not isinstance(s, dict) else s for m, s in input_shapes.items()} }; compute dtype "
+            f"{dtype} (parameters float32); {mesh.size} {jax.devices()[0].platform} device(s) in "
+            f"{jax.process_count()} process(es); batch {config.batch_size} = {per_device:g} per device")
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-    """Trains config's model on its fold, evaluating on the fold's test split; returns final metrics."""
-    if "pretrain" in config:
+    """Trains config's model on its fold, evaluating on the fold's test split; returns final metrics.
+
+    The result has 'uar', 'war', ... of the last step, or {'stopped': True, 'step': s} when
+    SIGTERM stopped the run (a checkpoint of step s was saved; rerun to resume).
+    """
+    if runs.is_pretraining(config):
         raise ConfigError("this is an OmniVec pretraining config (it has a `pretrain` block); run it with "
                           "python -m fer_jax.pretrain, and train classifiers with configs/fusion.py or frames.py.")
     if "{fold}" in str(config.dataset.name):  # a per-fold dataset: the run records the concrete one
@@ -286,110 +183,62 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if is_main:
         workdir_lib.claim(workdir, config)
 
-    # -- Mesh and input pipeline ------------------------------------------------------------------
+    # -- Mesh and data (opened once) ---------------------------------------------------------------
     mesh = parallel.make_mesh()
-    input_shapes = input_pipeline.example_shapes(config)
+    data = input_pipeline.open_run_data(config)
+    train_split, test_split = input_pipeline.fold_split(config, "train"), input_pipeline.fold_split(config, "test")
+    if is_main:
+        runs.write_input_shapes(workdir, data.input_shapes)
 
     # -- Model, optimizer, train state --------------------------------------------------------------
-    graphdef, tx, state = init_state(config, input_shapes)
-    check_batchnorm_batch(config, state, mesh)
+    graphdef, tx, state = train_state.init(config, runs.model_builder(config, data.input_shapes))
+    train_state.check_batchnorm_batch(config, state, mesh)
     state = jax.device_put(state, parallel.replicated(mesh))
     class_counts = None
     if str(config.loss.get("class_weights", "") or "").strip() == "balanced":
-        labels = input_pipeline.read_fields(input_pipeline.open_source(config, input_pipeline.fold_split(
-            config, "train")), ("label",))["label"]
-        class_counts = np.bincount(labels[labels >= 0], minlength=int(config.get("num_classes", 7)))
+        class_counts = data.class_counts(train_split)
         log.info("class weights (balanced) from training counts %s: %s", class_counts.tolist(),
                  np.round(class_weights_of(config, class_counts), 3).tolist())
     trainer = make_trainer(config, graphdef, tx, mesh, class_counts=class_counts)
-    log.info("model: %s parameters; modalities %s; mesh %s", f"{param_count(state):,}",
-             {m: tuple(s) for m, s in input_shapes.items()}, dict(mesh.shape))
+    log.info("%s", describe_setup(config, state, data.input_shapes, mesh))
 
-    # -- Resume from the newest complete checkpoint --------------------------------------------------
+    # -- The loop: resume, train, checkpoint, periodic evaluation -------------------------------------
+    def evaluate_test(state):
+        return evaluate(config, trainer, state, test_split, source=data.source(test_split))
+
+    metrics_log = workdir_lib.MetricsLog(workdir, enabled=is_main)
     checkpoints = ckpt_lib.RunCheckpoints(workdir, max_to_keep=config.get("keep_checkpoints", 3))
-    start = checkpoints.latest_step() or 0
-    if start:
-        abstract = ckpt_lib.abstract_like(state, parallel.replicated(mesh))
-        state, _ = checkpoints.restore(start, abstract)
-        log.info("resumed from checkpoint at step %d in %s", start, checkpoints.directory)
-    # The data position is a function of the step: the iterator starts where the checkpoint is.
-    train_iter = iter(input_pipeline.train_dataset(
-        config, process_index=jax.process_index(), process_count=jax.process_count(), start_step=start))
-    metrics_log = workdir_lib.MetricsLog(workdir, enabled=is_main, resume_step=start)
+    total, eval_every = int(config.num_train_steps), int(config.get("eval_every", 0) or 0)
 
-    total = int(config.num_train_steps)
-    base_key = jax.random.key(int(config.seed))
-    log_every, eval_every = int(config.log_every), int(config.get("eval_every", 0) or 0)
-    ckpt_every = int(config.get("checkpoint_every", 0) or 0)
-    pending: list[tuple[int, dict]] = []
-    bar = None
-    if is_main and config.get("progress_bar", True):
-        from tqdm import tqdm
+    def periodic_eval(step, state):
+        if eval_every and step % eval_every == 0 and step != total:
+            result = evaluate_test(state)
+            metrics_log.write(step, "test", {"uar": result["uar"], "war": result["war"]})
+            log.info("step %d: test UAR %.4f WAR %.4f", step, result["uar"], result["war"])
 
-        bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    def stream(start):  # the data position is a function of the step
+        return iter(input_pipeline.train_dataset(
+            config, process_index=jax.process_index(), process_count=jax.process_count(), start_step=start,
+            source=data.source(train_split)))
 
-    def save(step):
-        if checkpoints.latest_step() == step:  # e.g. SIGTERM right after a scheduled save
-            return
-        checkpoints.save(step, state, meta={"step": step, "config": workdir_lib.config_to_dict(config)})
-
-    def flush_train_metrics(step):
-        """Fetches pending step stats (one host sync), checks them, logs their mean."""
-        if not pending:
-            return
-        fetched = jax.device_get([s for _, s in pending])
-        for (s, _), values in zip(pending, fetched):
-            if not values["finite"] and not config.get("skip_nonfinite_batches", False):
-                raise NonFiniteLossError(
-                    f"step {s}: loss or gradients are not finite (loss={float(values['loss'])}, "
-                    f"grad_norm={float(values['grad_norm'])}). The last good checkpoint (step "
-                    f"{checkpoints.latest_step()}) is kept in {checkpoints.directory}. Lower "
-                    "config.optimizer.lr, set config.optimizer.grad_clip_norm, or set "
-                    "config.skip_nonfinite_batches=True to skip such batches."
-                )
-        mean = {k: float(np.mean([v[k] for v in fetched])) for k in fetched[0] if k != "finite"}
-        mean["skipped_batches"] = float(sum(not v["finite"] for v in fetched))
-        metrics_log.write(step, "train", mean)
-        if bar is not None:
-            bar.set_postfix(loss=f"{mean['loss']:.3f}", acc=f"{mean['accuracy']:.2f}")
-        pending.clear()
-
-    result: dict = {}
-    step = start
-    t0 = time.time()
-    with _Preemption() as preemption:
-        while step < total:
-            local = next(train_iter)
-            batch = parallel.global_batch(local, mesh)
-            state, stats = trainer.train_step(state, batch, jax.random.fold_in(base_key, step))
-            step += 1
-            pending.append((step, stats))
-            if bar is not None:
-                bar.update(1)
-            if step % log_every == 0 or step == total:
-                flush_train_metrics(step)
-            if eval_every and step % eval_every == 0 and step != total:
-                result = evaluate(config, trainer, state)
-                metrics_log.write(step, "test", {"uar": result["uar"], "war": result["war"]})
-                log.info("step %d: test UAR %.4f WAR %.4f", step, result["uar"], result["war"])
-            if (ckpt_every and step % ckpt_every == 0) or step == total:
-                flush_train_metrics(step)
-                save(step)
-            if preemption.requested:
-                flush_train_metrics(step)
-                save(step)
-                log.warning("SIGTERM received: saved a checkpoint at step %d; rerun the same command to resume.",
-                            step)
-                break
-    if bar is not None:
-        bar.close()
-    if step >= total:
-        result = evaluate(config, trainer, state)
-        metrics_log.write(step, "test", {"uar": result["uar"], "war": result["war"],
-                                         "train_seconds": time.time() - t0})
-        log.info("step %d (final): test UAR %.4f WAR %.4f", step, result["uar"], result["war"])
+    done = loop.run(
+        config, workdir, state=state, mesh=mesh, train_step=trainer.train_step, stream=stream,
+        metrics_log=metrics_log, checkpoints=checkpoints, split="train", every_step=periodic_eval,
+        skip_nonfinite=bool(config.get("skip_nonfinite_batches", False)), postfix=("loss", "accuracy"),
+        nonfinite_advice="Lower config.optimizer.lr, set config.optimizer.grad_clip_norm, or set "
+                         "config.skip_nonfinite_batches=True to skip such batches.")
+    result: dict = {"stopped": True, "step": done.step}
+    if not done.stopped:
+        result = evaluate_test(done.state)
+        metrics_log.write(done.step, "test", {"uar": result["uar"], "war": result["war"],
+                                              "train_seconds": done.seconds})
+        log.info("step %d (final): test UAR %.4f WAR %.4f", done.step, result["uar"], result["war"])
+        result.update(stopped=False, step=done.step)
     metrics_log.close()
     checkpoints.close()
+    if is_main:
+        plots.training_curves_png(workdir_lib.read_metrics(workdir), os.path.join(workdir, "curves.png"),
+                                  title=f"{os.path.basename(os.path.normpath(workdir))}: {config.dataset.name}")
     return result
 
 
@@ -399,15 +248,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 
 def main(argv):
-    from fer_jax import cli
-
     config, workdir = cli.config_and_workdir(argv)
     result = train_and_evaluate(config, workdir)
-    if result and jax.process_index() == 0:
+    if jax.process_index() == 0 and not result.get("stopped"):
         print(metrics.format_table(result))
+        print(f"wrote {os.path.join(workdir, 'curves.png')}; evaluate again with python -m fer_jax.evaluate "
+              f"--workdir {workdir}")
 
 
 if __name__ == "__main__":
-    from fer_jax import cli
-
-    cli.run(main)
+    cli.run(main, doc=__doc__)

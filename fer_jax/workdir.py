@@ -11,6 +11,8 @@ import os
 
 import ml_collections
 
+from fer_jax.errors import ConfigError, MissingError, WorkdirConflictError
+
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 # Keys that may differ between the run in a workdir and the command resuming it.
@@ -32,11 +34,8 @@ ADDED_KEYS = {
     "data.balance_power": (1.0,),
     "loss.soft_targets": (0.0,),
     "loss.class_weights": ("", None),  # was a list field, None = no weights
+    "data.label_fraction": (1.0,),
 }
-
-
-class WorkdirConflictError(ValueError):
-    """The workdir holds a run of another config."""
 
 
 def flatten(d, prefix="") -> dict:
@@ -57,7 +56,7 @@ def config_to_dict(config) -> dict:
 def load_config(workdir: str) -> ml_collections.ConfigDict:
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
-        raise FileNotFoundError(
+        raise MissingError(
             f"{path} not found: {workdir!r} is not a training run's workdir (python -m fer_jax.train writes it)."
         )
     with open(path) as f:
@@ -69,8 +68,6 @@ def load_classifier_config(workdir: str, data_dir: str | None = None) -> ml_coll
 
     Refuses an OmniVec pretraining run, which has no classifier to evaluate or predict with.
     """
-    from fer_jax.errors import ConfigError
-
     config = load_config(workdir)
     if "pretrain" in config:
         raise ConfigError(f"{workdir} is an OmniVec pretraining run: it has no classifier (its reconstruction "
@@ -109,25 +106,29 @@ def claim(workdir: str, config) -> None:
 
 
 class MetricsLog:
-    """Appends metrics as JSON lines and TensorBoard scalars (process 0 only)."""
+    """Appends metrics as JSON lines and TensorBoard scalars (process 0 only; a no-op elsewhere)."""
 
-    def __init__(self, workdir: str, *, enabled: bool = True, resume_step: int = 0):
+    def __init__(self, workdir: str, *, enabled: bool = True):
         self.enabled = enabled
         self.path = os.path.join(workdir, METRICS_FILE)
         self._tb = None
         if not enabled:
             return
-        if os.path.exists(self.path):  # drop lines a crashed run wrote after its last checkpoint
-            with open(self.path) as f:
-                keep = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            with open(self.path, "w") as f:
-                f.writelines(keep)
-        try:
-            from tensorboardX import SummaryWriter
+        try:  # TensorBoard event files when tensorboardX is installed
+            from tensorboardX import SummaryWriter  # lazy: optional, only for process 0's event files
 
             self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
         except ImportError:
             self._tb = None
+
+    def drop_after(self, step: int) -> None:
+        """Drops lines a crashed run wrote after its last checkpoint (`step`), before it resumes there."""
+        if not self.enabled or not os.path.exists(self.path):
+            return
+        with open(self.path) as f:
+            keep = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
+        with open(self.path, "w") as f:
+            f.writelines(keep)
 
     def write(self, step: int, split: str, values: dict) -> None:
         if not self.enabled:

@@ -6,6 +6,7 @@ training-side damage through `fer_jax.train` / `fer_jax.cli`.
 """
 
 import os
+from fer_jax import errors
 import shutil
 
 import pytest
@@ -197,7 +198,7 @@ def test_nonfinite_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_feat
     monkeypatch.setattr(input_pipeline.Preprocessor, "__call__", poisoned)
     config = features_config(out, num_train_steps=6, checkpoint_every=2, log_every=1,
                              **{"data.read_threads": 1, "data.prefetch": 0})
-    with pytest.raises(train.NonFiniteLossError, match=r"step 3: loss or gradients are not finite"):
+    with pytest.raises(errors.NonFiniteLossError, match=r"step 3: the loss or its gradients are not finite"):
         train.train_and_evaluate(config, str(tmp_path / "stop"))
     assert sorted(os.listdir(tmp_path / "stop" / "checkpoints")) == ["2"]
     calls["n"] = 0

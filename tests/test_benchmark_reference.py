@@ -8,6 +8,7 @@ steps without dropout (optimizer, clipping, schedule, weight-decay mask, loss).
 from __future__ import annotations
 
 import importlib.util
+from fer_jax import train_state, runs
 import sys
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def _small_config(**kw):
 def _flax_state(config, dims):
     from fer_jax import train
 
-    graphdef, tx, state = train.init_state(config, bench.input_shapes(dims))
+    graphdef, tx, state = train_state.init(config, runs.model_builder(config, bench.input_shapes(dims)))
     return graphdef, tx, state
 
 
@@ -163,8 +164,8 @@ def test_omnivec_twin_matches_the_real_pretraining_step():
     config.num_train_steps, config.optimizer.warmup_steps, config.optimizer.lr = 5, 1, 3e-3
     config.optimizer.grad_clip_norm = 0.5
     shapes = {m: (pb.NUM_FRAMES, f) for m, f in pb.INPUT_DIMS.items()}
-    graphdef, tx, state = train.init_state(config, shapes, build=registry.build_omnivec)
-    assert train.param_count(state) == tf.param_count(to.from_config(config, pb.INPUT_DIMS, pb.NUM_FRAMES))
+    graphdef, tx, state = train_state.init(config, runs.model_builder(config, shapes))
+    assert train_state.param_count(state) == tf.param_count(to.from_config(config, pb.INPUT_DIMS, pb.NUM_FRAMES))
     model = to.from_config(config, pb.INPUT_DIMS, pb.NUM_FRAMES)
     tf.load_flax_params(model, _flat(state["params"]))
     opt, sched = tf.make_optimizer(model, config)

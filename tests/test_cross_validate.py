@@ -40,14 +40,18 @@ def test_ablation_cli_writes_table_and_chart(tiny_features, tmp_path):
 
 def test_per_fold_datasets_get_their_fold(monkeypatch, tmp_path):
     """'{fold}' in the dataset name (features pretrained without that fold) becomes each fold's number."""
-    from fer_jax import input_pipeline, train
+    import numpy as np
+
+    from fer_jax import input_pipeline, metrics, train
+    from tfds_dfew import release
 
     config = features_config(str(tmp_path), **{"dataset.name": "dfew_features/mx_omnivec_x{fold}"})
     seen = {}
 
     def fake_train(c, workdir):
         seen[c.dataset.fold] = c.dataset.name
-        return {"uar": 0.5, "war": 0.5}
+        summary = metrics.summarize(np.eye(7, dtype=np.int64), release.CLASS_NAMES)
+        return {**summary, "stopped": False, "step": int(c.num_train_steps)}
 
     monkeypatch.setattr(train, "train_and_evaluate", fake_train)
     cross_validate.run_folds(config, str(tmp_path), [2, 5])

@@ -8,6 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from fer_jax import extract, input_pipeline, train
+from fer_jax import runs
 from fer_jax.models import generators
 from tests.conftest import extract_config as _extract_config, features_config as _features_config, tiny_config
 
@@ -65,7 +66,7 @@ def test_finetune_then_extract_the_finetuned_generator(tiny_tfds, tmp_path):
     run = str(tmp_path / "ft")
     train.train_and_evaluate(config, run)
     # frozen stem kept its pretrained values; later blocks moved
-    module, report = extract.generator_from_run(run, "mini_xception_fer")
+    module, report = runs.generator_from_run(run, "mini_xception_fer")
     pretrained, _ = generators.create("mini_xception_fer")
     np.testing.assert_array_equal(np.asarray(module.network.stem_conv1.kernel[...]),
                                   np.asarray(pretrained.network.stem_conv1.kernel[...]))

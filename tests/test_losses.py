@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from fer_jax import input_pipeline, losses, parallel, train, workdir as workdir_lib
+from fer_jax import train_state, runs
 from fer_jax.errors import ConfigError
 from fer_jax.input_pipeline import ClassBalancedSampler
 from tests.conftest import features_config
@@ -139,7 +140,7 @@ def test_train_step_loss_is_the_float64_soft_target_loss():
                                           "loss.class_weights": "1.0,2.0,0.5,1.0,1.5,3.0,1.0",
                                           "model.dropout": 0.0, "model.head_dropout": 0.0})
     mesh = parallel.make_mesh()
-    graphdef, tx, state = train.init_state(config, {"face": (16, 4)})
+    graphdef, tx, state = train_state.init(config, runs.model_builder(config, {"face": (16, 4)}))
     rng = np.random.default_rng(0)
     _, labels, votes, mask, _ = _case(seed=2)
     batch = {"face": rng.normal(size=(8, 16, 4)).astype(np.float32), "label": labels, "mask": mask, "votes": votes}

@@ -7,10 +7,13 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from fer_jax import workdir as workdir_lib
 from tests.conftest import ROOT
 from tests.test_train import _final_state, _flatten
+
+pytestmark = pytest.mark.slow
 
 
 def _free_port() -> int:
@@ -69,7 +72,7 @@ def test_two_processes_match_one_and_checkpoints_move(tiny_features, tmp_path):
     _, features_dir, _ = tiny_features
     two, one = tmp_path / "two", tmp_path / "one"
     errs = _run(features_dir, two, processes=2, devices_each=2)
-    assert "mesh {'data': 4}" in errs[0]
+    assert "4 cpu device(s) in 2 process(es)" in errs[0]
     _run(features_dir, one, processes=1, devices_each=4)
     # Same global batches, same devices in all: same losses; only process 0 wrote metrics.
     np.testing.assert_allclose(_losses(two), _losses(one), rtol=2e-5)

@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 from fer_jax import extract, input_pipeline, pretrain, train, workdir as workdir_lib
+from fer_jax import train_state, runs
 from fer_jax.errors import ConfigError
 from fer_jax.models import omnivec, registry
 from fer_jax.models.tokenizers import FeatureProjection, KeypointEncoder
@@ -150,16 +151,16 @@ def _pretrain_config(data_dir, **overrides):
 def test_pretrain_split_takes_every_clip_and_can_exclude_a_fold(pose_features, tiny_release):
     c = _pretrain_config(pose_features)
     assert "unlabelled" in input_pipeline.dataset_splits(c)
-    split = pretrain.pretrain_split(c)
+    split = pretrain.pretrain_split(c, input_pipeline.dataset_splits(c))
     assert split.split("+") == ["fold1", "fold2", "fold3", "fold4", "fold5", "unlabelled"]
     source = input_pipeline.open_source(c, split)
     labels = {int(source[i]["label"]) for i in range(len(source))}
     assert -1 in labels  # multi-labelled clips are part of pretraining
     c.pretrain.exclude_fold = 2
-    assert "fold2" not in pretrain.pretrain_split(c).split("+")
+    assert "fold2" not in pretrain.pretrain_split(c, input_pipeline.dataset_splits(c)).split("+")
     c.pretrain.exclude_fold = 9
     with pytest.raises(ConfigError, match="exclude_fold=9"):
-        pretrain.pretrain_split(c)
+        pretrain.pretrain_split(c, input_pipeline.dataset_splits(c))
 
 
 @pytest.fixture(scope="module")
@@ -197,8 +198,8 @@ def test_pretraining_learns_and_a_crashed_run_resumes_bitwise(pose_features, pre
     monkeypatch.setattr(pretrain, "make_steps", real)
     again = pretrain.pretrain(_pretrain_config(pose_features), resumed)  # resumes from step 15
     assert again["reconstruction_loss"] == result["reconstruction_loss"]
-    a, _ = pretrain.omnivec_from_run(workdir)
-    b, _ = pretrain.omnivec_from_run(resumed)
+    a, _ = runs.omnivec_encoder(workdir)
+    b, _ = runs.omnivec_encoder(resumed)
     for x, y in zip(jax.tree.leaves(nnx.state(a)), jax.tree.leaves(nnx.state(b))):
         np.testing.assert_array_equal(x, y)
 
@@ -224,7 +225,7 @@ def test_extracted_omnivec_features_equal_the_network(pose_features, pretrained,
     config.modalities = fusion.get_config("face+pose+omnivec").modalities
     assert "unlabelled" in input_pipeline.dataset_splits(config)
     source = input_pipeline.open_source(config, "unlabelled")
-    module, _ = pretrain.omnivec_from_run(workdir)
+    module, _ = runs.omnivec_encoder(workdir)
     pre = input_pipeline.Preprocessor(workdir_lib.load_config(workdir), train=False)
     record = source[0]
     ex = pre(record)
@@ -252,8 +253,8 @@ def test_finetuning_starts_from_the_pretrained_omnivec(pose_features, pretrained
     assert config.dataset.name == "dfew_features/mini_xception_fer"
     shapes = input_pipeline.example_shapes(config)
     assert shapes["omnivec"] == {"face": (16, 135), "pose": (16, 411)}
-    model = registry.build_model(config, shapes)
-    pretrained_net, _ = pretrain.omnivec_from_run(workdir)
+    model = runs.model_builder(config, shapes)()
+    pretrained_net, _ = runs.omnivec_encoder(workdir)
     for x, y in zip(jax.tree.leaves(nnx.state(model.tokenizers["omnivec"].omnivec, nnx.Param)),
                     jax.tree.leaves(nnx.state(pretrained_net, nnx.Param))):
         np.testing.assert_array_equal(x, y)
@@ -266,11 +267,11 @@ def test_omnivec_errors_name_the_problem(pose_features, pretrained, tmp_path):
     with pytest.raises(ConfigError, match="not an OmniVec pretraining run"):
         run = tmp_path / "fusion_run"
         workdir_lib.claim(str(run), features_config(pose_features))
-        pretrain.omnivec_from_run(str(run))
+        runs.omnivec_encoder(str(run))
     with pytest.raises(ConfigError, match="reads"):
-        pretrain.omnivec_from_run(workdir, inputs={"face": "face_resnet18", "pose": "keypoints"})
+        runs.omnivec_encoder(workdir, inputs={"face": "face_resnet18", "pose": "keypoints"})
     with pytest.raises(FileNotFoundError, match="config.json"):
-        pretrain.omnivec_from_run(str(tmp_path / "nowhere"))
+        runs.omnivec_encoder(str(tmp_path / "nowhere"))
     with pytest.raises(ConfigError, match="leave out the unlabelled clips"):
         pretrain.pretrain(_pretrain_config(pose_features, **{"data.sampler": "class_balanced"}), str(tmp_path / "s"))
     with pytest.raises(ConfigError, match="no `pretrain` block"):
@@ -329,9 +330,9 @@ def test_predict_runs_pose_and_omnivec_on_a_video_with_its_openpose_output(pose_
         people = [person] if points[:, 2].any() else []
         (pose_dir / f"frame_{i:03d}_keypoints.json").write_text(json.dumps({"version": 1.3, "people": people}))
 
-    runs = {"frozen": fusion.get_config("face+pose+omnivec"),
-            "finetuned": fusion.get_config(f"face+pose+omnivec,omnivec_run={pretrained[0]}")}
-    for kind, full in runs.items():
+    setups = {"frozen": fusion.get_config("face+pose+omnivec"),
+              "finetuned": fusion.get_config(f"face+pose+omnivec,omnivec_run={pretrained[0]}")}
+    for kind, full in setups.items():
         config = features_config(pose_features, num_train_steps=2, checkpoint_every=2)
         config.dataset.name, config.modalities = full.dataset.name, full.modalities
         run = str(tmp_path / kind)
@@ -340,9 +341,9 @@ def test_predict_runs_pose_and_omnivec_on_a_video_with_its_openpose_output(pose_
         assert len(got["windows"]) == 1 and got["model"]["openpose"]
         # the evaluation path: the cached record, preprocessed and fed to the restored model
         example = input_pipeline.Preprocessor(config, train=False)(input_pipeline.open_source(config, "fold1")[0])
-        graphdef, _, state = train.init_state(config, input_pipeline.example_shapes(config))
+        graphdef, _, state = train_state.init(config, runs.model_builder(config, input_pipeline.example_shapes(config)))
         checkpoints = ckpt_lib.RunCheckpoints(run, read_only=True)
-        state, _ = checkpoints.restore(2, ckpt_lib.abstract_like(state, parallel.replicated(parallel.make_mesh())))
+        state = checkpoints.restore(2, ckpt_lib.abstract_like(state, parallel.replicated(parallel.make_mesh())))
         checkpoints.close()
         batch = {k: np.asarray(v)[None] for k, v in example.items() if k not in ("label", "mask")}
         inputs, masks = input_pipeline.model_inputs(batch, tuple(config.modalities))
@@ -350,5 +351,19 @@ def test_predict_runs_pose_and_omnivec_on_a_video_with_its_openpose_output(pose_
         expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
         np.testing.assert_allclose([got["windows"][0]["probabilities"][c] for c in release.CLASS_NAMES], expected,
                                    atol=1e-5, err_msg=kind)
-    with pytest.raises(predict.VideoError, match="--openpose_dir"):
-        predict.predict_video(str(frames_dir), workdir=run, aligned=True, batch=2)
+        # Without OpenPose output: the pose input is masked as in training, and the result says so.
+        masked = predict.predict_video(str(frames_dir), workdir=run, aligned=True, batch=2)
+        assert any(n.startswith("pose masked") for n in masked["notes"])
+        probs = [masked["windows"][0]["probabilities"][c] for c in release.CLASS_NAMES]
+        if kind == "finetuned":  # the model reads only cached face features and keypoints: exact check
+            source_record = dict(input_pipeline.open_source(config, "fold1")[0])
+            source_record["keypoints"] = np.zeros_like(np.asarray(source_record["keypoints"]))  # nobody found
+            example = input_pipeline.Preprocessor(config, train=False)(source_record)
+            batch = {k: np.asarray(v)[None] for k, v in example.items() if k not in ("label", "mask")}
+            inputs, masks = input_pipeline.model_inputs(batch, tuple(config.modalities))
+            logits = np.asarray(nnx.merge(graphdef, state["params"], state["model_state"])(inputs, masks),
+                                np.float64)[0]
+            expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+            np.testing.assert_allclose(probs, expected, atol=1e-5)
+        else:
+            assert np.isclose(sum(probs), 1.0) and min(probs) >= 0

@@ -28,7 +28,7 @@ def test_eight_devices_match_one(tiny_tfds, tmp_path):
     data_dir, _ = tiny_tfds
     one = _train(data_dir, tmp_path / "one", 1)
     eight = _train(data_dir, tmp_path / "eight", 8)
-    assert "mesh {'data': 1}" in one.stderr and "mesh {'data': 8}" in eight.stderr
+    assert "1 cpu device(s) in 1 process(es)" in one.stderr and "8 cpu device(s) in 1 process(es)" in eight.stderr
     runs = {name: workdir_lib.read_metrics(str(tmp_path / name)) for name in ("one", "eight")}
     loss = {name: np.array([m["loss"] for m in lines if m["split"] == "train"]) for name, lines in runs.items()}
     np.testing.assert_allclose(loss["eight"], loss["one"], rtol=2e-5)

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from fer_jax import face_track, predict
+from fer_jax import train_state, runs, predictors
 from tfds_dfew import release
 from tests.conftest import features_config, run_module, tiny_config
 
@@ -236,9 +237,9 @@ def _evaluation_probabilities(config, run, example):
 
     from fer_jax import checkpoint as ckpt_lib, input_pipeline, parallel, train
 
-    graphdef, _, state = train.init_state(config, input_pipeline.example_shapes(config))
+    graphdef, _, state = train_state.init(config, runs.model_builder(config, input_pipeline.example_shapes(config)))
     checkpoints = ckpt_lib.RunCheckpoints(run, read_only=True)
-    state, _ = checkpoints.restore(checkpoints.latest_step(),
+    state = checkpoints.restore(checkpoints.latest_step(),
                                    ckpt_lib.abstract_like(state, parallel.replicated(parallel.make_mesh())))
     checkpoints.close()
     model = nnx.merge(graphdef, state["params"], state["model_state"])
@@ -338,8 +339,10 @@ def test_bad_videos_get_a_clear_message_and_partial_outputs(videos, mini_xceptio
 
 
 def test_models_are_named_clearly(tmp_path):
-    with pytest.raises(ValueError, match="only mini_xception_fer has an emotion head"):
+    with pytest.raises(ValueError, match="'resnet18' is a feature generator without an emotion head"):
         predict.load_predictor(model="resnet18")
+    with pytest.raises(ValueError, match="unknown model 'mini_xception' \\(did you mean 'mini_xception_fer'\\?\\)"):
+        predict.load_predictor(model="mini_xception")
     with pytest.raises(ValueError, match="exactly one of"):
         predict.load_predictor()
     with pytest.raises(FileNotFoundError, match="not a training run's workdir"):
@@ -347,16 +350,16 @@ def test_models_are_named_clearly(tmp_path):
 
 
 def test_frame_size_comes_from_the_frames_build_also_with_pose():
-    assert predict._frame_size_of("dfew/frames64_pose") == 64
-    assert predict._frame_size_of("dfew/frames224") == 224 and predict._frame_size_of("dfew") == 112
+    assert predictors.frame_size_of("dfew/frames64_pose") == 64
+    assert predictors.frame_size_of("dfew/frames224") == 224 and predictors.frame_size_of("dfew") == 112
     with pytest.raises(ValueError, match="expected dfew/frames<size>"):
-        predict._frame_size_of("dfew_features/mini_xception_fer")
+        predictors.frame_size_of("dfew_features/mini_xception_fer")
 
 
 def test_features_that_need_more_than_frames_are_refused():
     setup = {"source": "dfew_features/x", "generators": {"external": {"generator": "npy", "weights": "npy:/e"}}}
     with pytest.raises(ValueError, match="cannot be computed for a video"):
-        predict._generator_for(setup, "external", "dfew_features/x_external")
+        predictors.generator_for(setup, "external", "dfew_features/x_external")
 
 
 def test_command_line_goes_on_after_a_bad_video(videos, tmp_path):
@@ -366,9 +369,9 @@ def test_command_line_goes_on_after_a_bad_video(videos, tmp_path):
                       env={"JAX_DISABLE_MOST_OPTIMIZATIONS": "1"})
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert f"error: {videos['junk']}: cannot be opened as a video" in proc.stderr
-    assert "1 of 2 videos failed" in proc.stderr
-    assert sorted(os.listdir(out)) == ["junk_emotions.csv", "junk_emotions.json", "mixed_emotions.csv",
-                                       "mixed_emotions.json", "mixed_emotions.png"]
+    assert "1 of 2 videos failed (see above); the outputs of the 1 other were written" in proc.stderr
+    # the failed video gets no output files
+    assert sorted(os.listdir(out)) == ["mixed_emotions.csv", "mixed_emotions.json", "mixed_emotions.png"]
     saved = json.load(open(out / "mixed_emotions.json"))
     assert [w["start_frame"] for w in saved["windows"]] == [0, 16, 32, 44]
     assert "overall happy" in proc.stdout

@@ -75,6 +75,7 @@ def _final_state(workdir):
     return steps[-1], checkpointer.restore(path, restore_args=restore_args)
 
 
+@pytest.mark.slow
 def test_random_sigkills_then_rerun_match_uninterrupted(tiny_tfds, tmp_path):
     """SIGKILL at random moments (start-up, mid-step, mid-save, mid-evaluation), three times; the
     rerun of the same command ends bitwise where an uninterrupted run ends."""
@@ -113,6 +114,7 @@ def test_random_sigkills_then_rerun_match_uninterrupted(tiny_tfds, tmp_path):
     assert [(m["step"], m["uar"], m["war"]) for m in tests_a] == [(m["step"], m["uar"], m["war"]) for m in tests_b]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits_cleanly(tiny_tfds, tmp_path):
     data_dir, _ = tiny_tfds
     env = dict(os.environ, JAX_PLATFORMS="cpu")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfds_dfew import synthetic as base
+from tfds_dfew import synthetic_draw as base
 
 GESTURES = ("rest", "talk", "fold", "startle", "cower", "pound", "fend")
 

@@ -76,7 +76,7 @@ import dataclasses
 
 import numpy as np
 
-from tfds_dfew import synthetic as base
+from tfds_dfew import synthetic_draw as base
 from tfds_dfew import synthetic_body
 
 HAPPY, SAD, NEUTRAL, ANGRY, SURPRISE, DISGUST, FEAR = range(7)

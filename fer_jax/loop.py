@@ -1,0 +1,146 @@
+"""The training loop, shared by classification training and OmniVec pretraining.
+
+`run(...)` resumes from the workdir's newest complete checkpoint, feeds the step function one
+global batch per step (the data position is a function of the step, so the stream starts at the
+checkpoint), logs the mean of the step statistics every `log_every` steps, checkpoints every
+`checkpoint_every` steps and at the end, and stops cleanly on SIGTERM (a preemption notice).
+
+Preemption is decided the same way on every process: each process turns SIGTERM into a local
+flag, and after every step the processes all-gather their flags; if any is set, all of them save
+the same step and stop. (A flag acted on by one process alone would make it leave the collective
+save or the next step while the others wait for it.) A single process needs no all-gather.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from tqdm import tqdm
+
+from fer_jax import checkpoint as ckpt_lib
+from fer_jax import parallel, workdir as workdir_lib
+from fer_jax.errors import NonFiniteLossError
+
+log = logging.getLogger(__name__)
+
+
+class Preemption:
+    """SIGTERM -> a flag; `agreed()` is True on every process as soon as any process got the signal."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: no handler, never preempted
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.requested = True
+
+    def agreed(self) -> bool:
+        """Called by every process at the same step: the OR of every process's flag."""
+        if jax.process_count() == 1:
+            return self.requested
+        flags = multihost_utils.process_allgather(np.asarray([self.requested], np.int32))
+        return bool(np.asarray(flags).any())
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+@dataclasses.dataclass
+class LoopResult:
+    state: Any
+    step: int  # the last step trained (== num_train_steps unless stopped)
+    stopped: bool  # True when SIGTERM stopped the run (a checkpoint of `step` was saved)
+    seconds: float
+
+
+def run(config, workdir: str, *, state, mesh, train_step: Callable, stream: Callable[[int], Iterator[dict]],
+        metrics_log: workdir_lib.MetricsLog, checkpoints: ckpt_lib.RunCheckpoints, split: str = "train",
+        nonfinite_advice: str = "Lower config.optimizer.lr and rerun in a new --workdir.",
+        skip_nonfinite: bool = False, every_step: Callable[[int, Any], None] | None = None,
+        postfix: tuple[str, ...] = ("loss",)) -> LoopResult:
+    """Trains `state` from the newest checkpoint in `checkpoints` to config.num_train_steps.
+
+    train_step(state, global batch, key) -> (state, stats), stats a dict of scalars with 'loss'
+    and 'finite'; key = fold_in(key(config.seed), step). stream(start_step) -> iterator over
+    this process's batches from that step on. Each logged line (split `split`) is the mean of the
+    stats since the last one; a non-finite step raises NonFiniteLossError (keeping the last good
+    checkpoint) unless skip_nonfinite, which counts `skipped_batches` instead. every_step(step,
+    state) runs after each step (e.g. a periodic evaluation).
+    """
+    start = checkpoints.latest_step() or 0
+    if start:
+        state = checkpoints.restore(start, ckpt_lib.abstract_like(state, parallel.replicated(mesh)))
+        log.info("resumed from checkpoint at step %d in %s", start, checkpoints.directory)
+    metrics_log.drop_after(start)
+    batches = stream(start)
+    total, log_every = int(config.num_train_steps), int(config.log_every)
+    ckpt_every = int(config.get("checkpoint_every", 0) or 0)
+    base_key = jax.random.key(int(config.seed))
+    pending: list[tuple[int, dict]] = []
+    bar = None
+    if metrics_log.enabled and config.get("progress_bar", True):
+        bar = tqdm(total=total, initial=start, desc=split, unit="step", dynamic_ncols=True)
+
+    def flush(step):
+        """Fetches pending step stats (one host sync), checks them, logs their mean."""
+        if not pending:
+            return
+        fetched = jax.device_get([s for _, s in pending])
+        for (s, _), values in zip(pending, fetched):
+            if not values["finite"] and not skip_nonfinite:
+                raise NonFiniteLossError(
+                    f"step {s}: the loss or its gradients are not finite (loss={float(values['loss'])}, "
+                    f"grad_norm={float(values['grad_norm'])}). The last good checkpoint (step "
+                    f"{checkpoints.latest_step()}) is kept in {checkpoints.directory}. {nonfinite_advice}")
+        mean = {k: float(np.mean([v[k] for v in fetched])) for k in fetched[0] if k != "finite"}
+        if skip_nonfinite:
+            mean["skipped_batches"] = float(sum(not v["finite"] for v in fetched))
+        metrics_log.write(step, split, mean)
+        if bar is not None:
+            bar.set_postfix({k: f"{mean[k]:.3f}" for k in postfix if k in mean})
+        pending.clear()
+
+    def save(step):
+        if checkpoints.latest_step() != step:  # e.g. SIGTERM right after a scheduled save
+            checkpoints.save(step, state)
+
+    step, stopped, t0 = start, False, time.time()
+    with Preemption() as preemption:
+        while step < total:
+            batch = parallel.global_batch(next(batches), mesh)
+            state, stats = train_step(state, batch, jax.random.fold_in(base_key, step))
+            step += 1
+            pending.append((step, stats))
+            if bar is not None:
+                bar.update(1)
+            if step % log_every == 0 or step == total:
+                flush(step)
+            if every_step is not None:
+                every_step(step, state)
+            stopped = preemption.agreed()
+            if (ckpt_every and step % ckpt_every == 0) or step == total or stopped:
+                flush(step)
+                save(step)
+            if stopped:
+                log.warning("SIGTERM received: saved a checkpoint at step %d; rerun the same command to resume.", step)
+                break
+    if bar is not None:
+        bar.close()
+    return LoopResult(state=state, step=step, stopped=stopped, seconds=time.time() - t0)

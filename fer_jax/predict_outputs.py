@@ -1,0 +1,75 @@
+"""What predict writes for a video: <stem>_emotions.json, .csv and .png, and its one-line description."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import numpy as np
+
+from fer_jax import face_track, plots
+from tfds_dfew import release
+
+
+def summary(windows: list[dict], status: np.ndarray) -> dict:
+    face = [w for w in windows if not w["no_face"]]
+    out = {"windows": len(windows), "face_windows": len(face), "no_face_windows": len(windows) - len(face),
+           "frames_detected": int((status == face_track.DETECTED).sum()),
+           "frames_held": int((status == face_track.HELD).sum()),
+           "frames_no_face": int((status == face_track.NO_FACE).sum())}
+    if face:
+        mean = np.mean([[w["probabilities"][c] for c in release.CLASS_NAMES] for w in face], axis=0)
+        out["mean_probabilities"] = {c: float(v) for c, v in zip(release.CLASS_NAMES, mean)}
+        out["dominant"] = release.CLASS_NAMES[int(np.argmax(mean))]
+        counts = {c: sum(w["dominant"] == c for w in face) for c in release.CLASS_NAMES}
+        out["dominant_share"] = {c: counts[c] / len(face) for c in release.CLASS_NAMES if counts[c]}
+    else:
+        out["mean_probabilities"], out["dominant"], out["dominant_share"] = None, None, {}
+    return out
+
+
+def output_stem(path: str, out_dir: str | None = None) -> str:
+    """<out_dir or the video's folder>/<video stem>_emotions (a frame folder's stem is its name)."""
+    clean = os.path.normpath(os.path.abspath(path))
+    stem = os.path.basename(clean) if os.path.isdir(clean) else os.path.splitext(os.path.basename(clean))[0]
+    return os.path.join(out_dir or os.path.dirname(clean), f"{stem}_emotions")
+
+
+def write_outputs(result: dict, out_dir: str | None = None) -> dict[str, str]:
+    """Writes <stem>_emotions.json, .csv and (when the video had frames) .png; returns their paths."""
+    stem = output_stem(result["video"], out_dir)
+    os.makedirs(os.path.dirname(stem), exist_ok=True)
+    paths = {"json": stem + ".json", "csv": stem + ".csv"}
+    with open(paths["json"], "w") as f:
+        f.write(_json_text(result))
+    with open(paths["csv"], "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["start_frame", "end_frame", "start_s", "end_s", "no_face", "face_fraction", "dominant",
+                         *release.CLASS_NAMES])
+        for w in result["windows"]:
+            probs = w["probabilities"] or {}
+            writer.writerow([w["start_frame"], w["end_frame"], f"{w['start_s']:.3f}", f"{w['end_s']:.3f}",
+                             int(w["no_face"]), f"{w['face_fraction']:.3f}", w["dominant"] or "",
+                             *[f"{probs[c]:.5f}" if c in probs else "" for c in release.CLASS_NAMES]])
+    if result["num_frames"]:
+        paths["png"] = plots.timeline_png(result, stem + ".png")
+    return paths
+
+
+def _json_text(result: dict) -> str:
+    """Indented JSON with one line per frame (long videos have many)."""
+    text = json.dumps({**result, "frames": "@frames@"}, indent=1)
+    rows = ",\n  ".join(json.dumps(f) for f in result["frames"])
+    return text.replace('"@frames@"', "[\n  " + rows + "\n ]" if rows else "[]") + "\n"
+
+
+def describe(result: dict) -> str:
+    s = result["summary"]
+    head = (f"{result['num_frames']} frames at {result['fps']:g} fps, {s['windows']} windows "
+            f"({s['no_face_windows']} no-face)")
+    if s.get("dominant"):
+        share = s["dominant_share"].get(s["dominant"], 0.0)
+        head += f"; overall {s['dominant']} (mean p {s['mean_probabilities'][s['dominant']]:.2f}, dominant in " \
+                f"{100 * share:.0f}% of face windows)"
+    return head

@@ -1,0 +1,242 @@
+"""A run's model from its config, and restoring a run from its workdir: written once, used everywhere.
+
+A run's workdir holds `config.json` (fer_jax.workdir), `input_shapes.json` (each modality's
+per-clip input shape, written when the run starts) and `checkpoints/<step>` (fer_jax.checkpoint).
+`restore(workdir)` gives back its config, the model rebuilt from shapes (`jax.eval_shape`: no
+throw-away initialisation) and the newest checkpoint's parameters. evaluate, extract (fine-tuned
+generators, OmniVec), predict and cross_validate all restore through it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from fer_jax import checkpoint as ckpt_lib
+from fer_jax import input_pipeline, train_state, workdir as workdir_lib
+from fer_jax.errors import ConfigError, MissingError
+from fer_jax.models import generators, registry
+
+log = logging.getLogger(__name__)
+
+SHAPES_FILE = "input_shapes.json"
+_OLD_SHAPES_FILE = "omnivec.json"  # pretraining runs made before every run wrote SHAPES_FILE
+
+
+def is_pretraining(config) -> bool:
+    """True for an OmniVec pretraining config (configs/omnivec.py: it has a `pretrain` block)."""
+    return "pretrain" in config
+
+
+# -- Input shapes -------------------------------------------------------------------------------
+
+
+def _tuples(shape):
+    return {k: _tuples(v) for k, v in shape.items()} if isinstance(shape, Mapping) else tuple(int(x) for x in shape)
+
+
+def _lists(shape):
+    return {k: _lists(v) for k, v in shape.items()} if isinstance(shape, Mapping) else [int(x) for x in shape]
+
+
+def write_input_shapes(workdir: str, shapes: Mapping) -> None:
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, SHAPES_FILE)
+    with open(path + ".tmp", "w") as f:
+        json.dump({"input_shapes": {m: _lists(s) for m, s in shapes.items()}}, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def read_input_shapes(workdir: str) -> dict | None:
+    """{modality: per-clip shape} the run was built for, or None for a run made before runs recorded it."""
+    for name in (SHAPES_FILE, _OLD_SHAPES_FILE):
+        path = os.path.join(workdir, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                return {m: _tuples(s) for m, s in json.load(f)["input_shapes"].items()}
+    return None
+
+
+# -- Building a run's model -----------------------------------------------------------------------
+
+
+def omnivec_encoder(run_dir: str, *, load: bool = True, inputs: Mapping | None = None):
+    """The OmniVec encoder of the pretraining run in `run_dir` (newest checkpoint) -> (module, report).
+
+    inputs: the {modality: dataset key} the caller will feed; it must match the run's. The
+    encoder is rebuilt with dropout 0 (a generator's features are deterministic). load=False
+    gives its structure with random weights (a restore of a fine-tuned run overwrites them).
+    """
+    run_dir = os.path.expanduser(run_dir)
+    config = workdir_lib.load_config(run_dir)
+    if not is_pretraining(config):
+        raise ConfigError(f"{run_dir} is not an OmniVec pretraining run (its config has no `pretrain` block); "
+                          "pass the --workdir of `python -m fer_jax.pretrain`.")
+    run_inputs = {m: spec.input for m, spec in config.modalities.items()}
+    if inputs and dict(inputs) != run_inputs:
+        raise ConfigError(f"the OmniVec of {run_dir} reads {run_inputs}, but it is given {dict(inputs)}; "
+                          "feed it the same dataset features it was pretrained on.")
+    config.model.dropout = 0.0
+    if not load:
+        shapes = read_input_shapes(run_dir)
+        if shapes is None:
+            raise MissingError(f"{os.path.join(run_dir, SHAPES_FILE)} not found: the pretraining run in {run_dir} "
+                               "never started.")
+        return registry.build_omnivec(config, shapes, seed=int(config.seed)).encoder, "random initialisation"
+    run = restore(run_dir, kind="pretraining", config=config)
+    return run.model().encoder, f"OmniVec from {run_dir} step {run.step}"
+
+
+def model_builder(config, input_shapes: Mapping, *, pretrained: bool = True):
+    """() -> the config's model: the OmniVec pretrainer of a pretraining config, else the fusion model.
+
+    pretrained=True loads what the config says is pretrained (generators' weights, the OmniVec of
+    an `omnivec` tokenizer's pretraining run); False builds the same structure without reading any
+    weights (for a restore, which overwrites them all).
+    """
+    seed = int(config.seed)
+    if is_pretraining(config):
+        return lambda: registry.build_omnivec(config, input_shapes, seed=seed, pretrained=pretrained)
+
+    def build():
+        encoders = {}
+        for m, spec in config.modalities.items():
+            if spec.tokenizer == "omnivec" and spec.get("checkpoint"):
+                encoders[m], report = omnivec_encoder(spec.checkpoint, load=pretrained and spec.get("pretrained", True),
+                                                      inputs=dict(spec.get("inputs", {}) or {}))
+                log.info("%s: %s", m, report)
+        return registry.build_model(config, input_shapes, seed=seed, pretrained=pretrained, encoders=encoders)
+
+    return build
+
+
+# -- Restoring a run ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Run:
+    """A run restored from its workdir: config, checkpoint step, model halves, input shapes."""
+
+    workdir: str
+    config: Any
+    step: int
+    graphdef: Any
+    params: Any
+    model_state: Any
+    input_shapes: dict
+
+    def model(self) -> nnx.Module:
+        return nnx.merge(self.graphdef, self.params, self.model_state)
+
+
+def checkpoint_step(workdir: str, step: int | None = None) -> int:
+    """The newest complete checkpoint step of the run in `workdir` (or `step`, checked to exist)."""
+    checkpoints = ckpt_lib.RunCheckpoints(workdir, read_only=True)
+    try:
+        steps = checkpoints.all_steps()
+    finally:
+        checkpoints.close()
+    if not steps:
+        raise MissingError(f"{checkpoints.directory} holds no complete checkpoint; train the run first (rerunning "
+                           "its command resumes an unfinished one).")
+    if step is None:
+        return steps[-1]
+    if int(step) not in steps:
+        raise MissingError(f"{checkpoints.directory} has no checkpoint at step {step}; it has {steps}.")
+    return int(step)
+
+
+def restore(workdir: str, *, kind: str = "classifier", config=None, step: int | None = None,
+            input_shapes: Mapping | None = None, sharding=None, shapes_from_data=None) -> Run:
+    """The run in `workdir` at `step` (default: its newest checkpoint).
+
+    kind: 'classifier' (train/cross_validate runs; a pretraining run is refused), 'pretraining'
+    or 'any'. config: the run's config, if the caller already loaded (and adjusted) it. The input
+    shapes come from the run's input_shapes.json; runs made before it existed take `input_shapes`,
+    or `shapes_from_data(config)` (e.g. reading one clip of the dataset). sharding: where the
+    parameters go (default: replicated over all devices).
+    """
+    workdir = os.path.expanduser(workdir)
+    if config is None:
+        config = workdir_lib.load_config(workdir)
+    if kind == "classifier" and is_pretraining(config):
+        raise ConfigError(f"{workdir} is an OmniVec pretraining run: it has no classifier (its reconstruction "
+                          "loss is in metrics.jsonl). Use a fusion run that uses it.")
+    if kind == "pretraining" and not is_pretraining(config):
+        raise ConfigError(f"{workdir} is not an OmniVec pretraining run (its config has no `pretrain` block).")
+    shapes = read_input_shapes(workdir) or (dict(input_shapes) if input_shapes else None)
+    if shapes is None and shapes_from_data is not None:
+        shapes = shapes_from_data(config)
+    if shapes is None:
+        raise MissingError(f"{os.path.join(workdir, SHAPES_FILE)} not found: the run in {workdir} never started.")
+    step = checkpoint_step(workdir, step)
+    graphdef, _, abstract = train_state.abstract(config, model_builder(config, shapes, pretrained=False))
+    if sharding is None:
+        sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(jax.devices(), ("data",)), jax.sharding.PartitionSpec())
+    checkpoints = ckpt_lib.RunCheckpoints(workdir, read_only=True)
+    try:
+        state = checkpoints.restore(step, ckpt_lib.abstract_like(abstract, sharding))
+    finally:
+        checkpoints.close()
+    return Run(workdir=workdir, config=config, step=step, graphdef=graphdef, params=state["params"],
+               model_state=state["model_state"], input_shapes=shapes)
+
+
+def restore_submodule(workdir: str, path: tuple[str, ...], **kwargs):
+    """(module, run) of one part of a restored run's model, e.g. ('tokenizers', 'face', 'generator')."""
+    run = restore(workdir, **kwargs)
+    module = run.model()
+    for name in path:
+        module = module[name] if isinstance(module, Mapping) else getattr(module, name)
+    return module, run
+
+
+# -- Generators as a run or a features dataset recorded them ---------------------------------------
+
+
+def generator_from_run(workdir: str, name: str, modality: str | None = None):
+    """The fine-tuned generator `name` from the newest checkpoint of the run in `workdir`.
+
+    Returns (module, report string). Raises ConfigError if the run has no such generator.
+    """
+    config = workdir_lib.load_config(workdir)
+    candidates = [m for m, spec in config.modalities.items()
+                  if spec.tokenizer == "generator" and spec.get("generator") == name]
+    if modality:
+        candidates = [m for m in candidates if m == modality]
+    if not candidates:
+        raise ConfigError(
+            f"the run in {workdir} fine-tuned no generator {name!r}"
+            + (f" for modality {modality!r}" if modality else "")
+            + f"; its modalities: { {m: (s.tokenizer, s.get('generator')) for m, s in config.modalities.items()} }."
+        )
+    modality = candidates[0]
+    module, run = restore_submodule(workdir, ("tokenizers", modality, "generator"), config=config,
+                                         shapes_from_data=input_pipeline.example_shapes)
+    n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(module)))
+    return module, f"fine-tuned {name} from {workdir} step {run.step} (modality {modality!r}): {n:,} values loaded"
+
+
+def weights_record(spec) -> str:
+    """What made a feature, as the features' metadata records it: 'checkpoint:<run>', a file, a name or the default."""
+    if spec.get("checkpoint"):
+        return f"checkpoint:{os.path.abspath(os.path.expanduser(spec.checkpoint))}"
+    weights = str(spec.get("weights", "") or "")
+    if weights and os.path.exists(os.path.expanduser(weights)):
+        return os.path.abspath(os.path.expanduser(weights))
+    return weights or "packaged"
+
+
+def generator_module(name: str, weights: str, *, modality: str | None = None):
+    """(module, report) of generator `name` as a weights record says: a fine-tuned run, a file, a name, the default."""
+    if weights.startswith("checkpoint:"):
+        return generator_from_run(weights.split(":", 1)[1], name, modality)
+    return generators.create(name, weights="" if weights == "packaged" else weights)
