@@ -1,5 +1,6 @@
 # One command each on a fresh machine:
-#   make demo   venv + install, synthetic DFEW-layout data, build, extract features, pretrain OmniVec, train fold 1, evaluate
+#   make demo   venv + install, synthetic DFEW-layout data (hard scenario), build, extract features, pretrain OmniVec,
+#               fold 1 ablation: face, face+pose, face+pose+omnivec (table, chart, curves, per-setup evaluation)
 #   make test   venv + install (with test extras), the test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -30,14 +31,16 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: $(VENV)/.installed
-	@test -f $(DEMO_DATA)/.complete || $(PY) -m tfds_dfew.synthetic --out $(DEMO_DATA) --clips 600 --seed 0 --overwrite
-	@touch $(DEMO_DATA)/.complete
+	@# data made by an older demo (another scenario) is replaced, with everything built from it
+	@test -f $(DEMO_DATA)/.complete-hard || (rm -rf $(DEMO_TFDS) $(DEMO_RUN) $(DEMO_OMNIVEC) && \
+		$(PY) -m tfds_dfew.synthetic --scenario hard --out $(DEMO_DATA) --seed 0 --overwrite)
+	@touch $(DEMO_DATA)/.complete-hard
 	$(PY) -m tfds_dfew.build --manual_dir $(DEMO_DATA) --data_dir $(DEMO_TFDS) --config frames112_pose
 	$(PY) -m fer_jax.extract --config configs/extract.py:mini_xception_fer,source=frames112_pose
 	$(PY) -m fer_jax.pretrain --config configs/omnivec.py:demo --workdir $(DEMO_OMNIVEC)
 	$(PY) -m fer_jax.extract --config configs/extract.py:omnivec,run=$(DEMO_OMNIVEC)
-	$(PY) -m fer_jax.train --config configs/demo.py --workdir $(DEMO_RUN)
-	$(PY) -m fer_jax.evaluate --workdir $(DEMO_RUN)
+	$(PY) -m fer_jax.cross_validate --config configs/demo.py --workdir $(DEMO_RUN) --folds 1 \
+		--subsets face,face+pose,face+pose+omnivec
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -n 2 --dist loadfile tests

@@ -35,7 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.dataset = ml_collections.ConfigDict()
     c.dataset.name = f"dfew_features/{options.get('features', default_features)}"
-    c.dataset.data_dir = "~/tensorflow_datasets"
+    c.dataset.data_dir = "data/tfds"  # the default of tfds_dfew.build and fer_jax.extract too
     c.dataset.fold = int(options.get("fold", 1))
 
     available = {

@@ -149,6 +149,11 @@ def write_report(workdir: str, rows: dict[str, dict], *, chart: bool) -> dict:
            "json": os.path.join(workdir, "cross_validation.json")}
     if chart:
         out["chart"] = plots.ablation_png(rows, os.path.join(workdir, "ablation.png"))
+    curves = {f"{name} {fold}": workdir_lib.read_metrics(os.path.join(r["workdir"], fold))
+              for name, r in rows.items() if "workdir" in r for fold in r["folds"]}
+    if curves:
+        out["curves"] = plots.setups_curves_png(curves, os.path.join(workdir, "curves.png"),
+                                                title="training curves of every setup and fold")
     return out
 
 
@@ -165,11 +170,12 @@ def main(argv):
     if FLAGS.subsets or FLAGS.fusions:
         subsets = (FLAGS.subsets or setup_name(config.modalities)).split(",")
         fusions = (FLAGS.fusions or config.model.get("fusion", "concat")).split(",")
-        rows = {name: run_folds(c, os.path.join(workdir, name.replace("/", "_")), folds)
+        rows = {name: {**run_folds(c, os.path.join(workdir, name.replace("/", "_")), folds),
+                       "workdir": os.path.join(workdir, name.replace("/", "_"))}
                 for name, c in ablation_setups(config, subsets, fusions).items()}
     else:
         rows = {setup_name(config.modalities) + "/" + config.model.get("fusion", "concat"):
-                run_folds(config, workdir, folds)}
+                {**run_folds(config, workdir, folds), "workdir": workdir}}
     for r in rows.values():
         r["label_fraction"] = float(config.data.get("label_fraction", 1.0) or 1.0)
     report = write_report(workdir, rows, chart=bool(FLAGS.subsets or FLAGS.fusions))

@@ -85,6 +85,32 @@ def training_curves_png(records: list[dict], path: str, *, title: str = "") -> s
     return path
 
 
+def setups_curves_png(runs: dict[str, list[dict]], path: str, *, title: str = "") -> str:
+    """Training loss and test UAR over steps of several runs (e.g. each setup of an ablation), one line each."""
+    plt = _pyplot()
+    fig, (loss_ax, uar_ax) = plt.subplots(1, 2, figsize=(10, 3.4), dpi=110)
+    for name, records in runs.items():
+        train = [r for r in records if r.get("split") == "train" and "loss" in r]
+        test = [r for r in records if r.get("split") == "test" and "uar" in r]
+        line, = loss_ax.plot([r["step"] for r in train], [r["loss"] for r in train], lw=1.2, label=name)
+        uar_ax.plot([r["step"] for r in test], [100 * r["uar"] for r in test], "o-", color=line.get_color(),
+                    label=name)
+    loss_ax.set_title("training loss", fontsize=9)
+    uar_ax.set_title("test UAR (%; the last step is the reported one)", fontsize=9)
+    uar_ax.set_ylim(0, 100)
+    uar_ax.axhline(100 / len(release.CLASS_NAMES), color="0.6", ls="--", lw=0.8, label="chance")
+    for ax in (loss_ax, uar_ax):
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    uar_ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def ablation_png(rows: dict[str, dict], path: str, *, chance: float = 100 / 7) -> str:
     """Bars of mean UAR/WAR per setup (in the given order), std error bars when there are several folds.
 

@@ -126,7 +126,7 @@ def main(argv=None) -> int:
                "--config frames112_pose")
     parser.add_argument("--manual_dir", required=True,
                         help="unpacked DFEW release (holds EmoLabel_DataSplit/, Clip/, Annotation/); e.g. ~/DFEW")
-    parser.add_argument("--data_dir", default="~/tensorflow_datasets",
+    parser.add_argument("--data_dir", default="data/tfds",
                         help="where TFDS datasets live; e.g. data/tfds")
     parser.add_argument("--config", default="frames112", choices=CONFIG_NAMES,
                         help="stored frame size, _pose adds OpenPose keypoints; e.g. frames112_pose")
