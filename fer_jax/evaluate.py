@@ -17,7 +17,7 @@ import os
 import jax
 from absl import app, flags
 
-from fer_jax import cli, input_pipeline, metrics, parallel, plots, runs, train, workdir as workdir_lib
+from fer_jax import cli, input_pipeline, metrics, parallel, plots, runs, train, workdir as workdir_lib, xla_defaults
 from fer_jax.errors import ConfigError
 
 flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the newest). Example: --step 600")
@@ -95,4 +95,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    xla_defaults.use_inference_defaults()  # inference only: the measured CPU flags, unless XLA_FLAGS is set
     cli.run(main, doc=__doc__)

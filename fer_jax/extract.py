@@ -28,7 +28,7 @@ from absl import app
 from flax import nnx
 
 import tfds_dfew.dfew  # noqa: F401  (registers the `dfew` builder with TFDS)
-from fer_jax import cli, input_pipeline, runs, workdir as workdir_lib
+from fer_jax import cli, input_pipeline, runs, workdir as workdir_lib, xla_defaults
 from fer_jax.data import embeddings
 from fer_jax.errors import ConfigError, DatasetNotFoundError
 from fer_jax.models import generators
@@ -193,4 +193,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    xla_defaults.use_inference_defaults()  # inference only: the measured CPU flags, unless XLA_FLAGS is set
     cli.run(main, doc=__doc__, needs_workdir=False)

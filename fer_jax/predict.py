@@ -44,7 +44,7 @@ import numpy as np
 from absl import app, flags
 from tqdm import tqdm
 
-from fer_jax import cli, face_track, predict_outputs
+from fer_jax import cli, face_track, predict_outputs, xla_defaults
 from fer_jax.errors import MissingError
 from fer_jax.face_track import VideoError
 from fer_jax.predict_outputs import output_stem, write_outputs
@@ -314,5 +314,6 @@ def define_flags():
 FLAGS = flags.FLAGS
 
 if __name__ == "__main__":
+    xla_defaults.use_inference_defaults()  # inference only: the measured CPU flags, unless XLA_FLAGS is set
     define_flags()
     cli.run(main, doc=__doc__, needs_workdir=True)
