@@ -12,7 +12,7 @@ import shutil
 import pytest
 import tensorflow_datasets as tfds
 
-from tests.conftest import features_config, run_module, tiny_config
+from tests.helpers import features_config, run_module, tiny_config
 from tfds_dfew import build, release
 from tfds_dfew.release import ReleaseError
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from tests.conftest import run_module
+from tests.helpers import run_module
 from tfds_dfew import build, release
 from tfds_dfew.release import ReleaseError
 

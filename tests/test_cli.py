@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from fer_jax import input_pipeline
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 ENTRY_POINTS = {
     "fer_jax.train": ["--config", "--workdir", "--coordinator_address", "--num_processes", "--process_id"],

@@ -6,7 +6,7 @@ import os
 import numpy as np
 
 from fer_jax import cross_validate, workdir as workdir_lib
-from tests.conftest import features_config, run_module
+from tests.helpers import features_config, run_module
 
 
 def test_folds_run_once_and_summarize(tiny_features, tmp_path):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fer_jax.models.transformer import dropout
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_rate_scale_and_independence():

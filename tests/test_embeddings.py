@@ -7,7 +7,7 @@ import pytest
 
 from fer_jax import extract, input_pipeline, train
 from fer_jax.data.embeddings import EmbeddingError, NpyEmbeddings
-from tests.conftest import ROOT, features_config
+from tests.helpers import ROOT, features_config
 from tfds_dfew import release
 
 sys.path.insert(0, ROOT)

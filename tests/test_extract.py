@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 from fer_jax import extract, input_pipeline, train
 from fer_jax import runs
 from fer_jax.models import generators
-from tests.conftest import extract_config as _extract_config, features_config as _features_config, tiny_config
+from tests.helpers import extract_config as _extract_config, features_config as _features_config, tiny_config
 
 
 @pytest.fixture(scope="module")

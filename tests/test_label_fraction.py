@@ -6,7 +6,7 @@ import pytest
 from fer_jax import input_pipeline
 from fer_jax.data.samplers import labelled_subset
 from fer_jax.errors import ConfigError
-from tests.test_train import features_config
+from tests.helpers import features_config
 
 
 def test_subset_is_stratified_deterministic_and_skips_unlabelled():

@@ -19,7 +19,7 @@ from fer_jax import input_pipeline, losses, parallel, train, workdir as workdir_
 from fer_jax import train_state, runs
 from fer_jax.errors import ConfigError
 from fer_jax.input_pipeline import ClassBalancedSampler
-from tests.conftest import features_config
+from tests.helpers import features_config
 
 C = 7
 
@@ -355,7 +355,7 @@ def test_bad_class_weights_are_refused(spec):
 
 
 def test_balanced_class_weights_train_from_the_command_line(tiny_features, tmp_path):
-    from tests.conftest import run_module
+    from tests.helpers import run_module
 
     _, features_dir, _ = tiny_features
     proc = run_module("fer_jax.train", "--config", "configs/fusion.py:face", "--workdir", str(tmp_path / "run"),

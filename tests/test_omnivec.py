@@ -14,7 +14,7 @@ from fer_jax import train_state, runs
 from fer_jax.errors import ConfigError
 from fer_jax.models import omnivec, registry
 from fer_jax.models.tokenizers import FeatureProjection, KeypointEncoder
-from tests.conftest import ROOT, extract_config, features_config
+from tests.helpers import ROOT, extract_config, features_config
 
 sys.path.insert(0, ROOT)
 

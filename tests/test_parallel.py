@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fer_jax import input_pipeline, workdir as workdir_lib
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests.test_train import _final_state, _flatten
 
 
@@ -67,7 +67,7 @@ def test_batch_not_divisible_by_devices_is_padded(tiny_features, tmp_path):
     test = {name: [m for m in lines if m["split"] == "test"][-1] for name, lines in runs.items()}
     assert test["one"]["war"] == test["eight"]["war"]
     from fer_jax import evaluate
-    from tests.conftest import features_config
+    from tests.helpers import features_config
 
     n_test = len(input_pipeline.open_source(features_config(features_dir), "fold1"))
     report = evaluate.evaluate_checkpoint(str(tmp_path / "eight"))

@@ -8,7 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from fer_jax import extract, input_pipeline, train
-from tests.conftest import extract_config, features_config
+from tests.helpers import extract_config, features_config
 from tfds_dfew import build, openpose, release
 from tfds_dfew.release import ReleaseError
 
@@ -72,7 +72,7 @@ def test_face_and_pose_train_on_cached_features(pose_tfds, tmp_path):
     config = features_config(out)
     import sys
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     sys.path.insert(0, ROOT)
     from configs import fusion
@@ -90,7 +90,7 @@ def test_face_and_pose_train_on_cached_features(pose_tfds, tmp_path):
 
 def test_flip_mirrors_frames_and_keypoints_together(pose_tfds):
     from fer_jax.data import keypoints
-    from tests.conftest import tiny_config
+    from tests.helpers import tiny_config
 
     data_dir, _ = pose_tfds
     config = tiny_config(data_dir, **{"dataset.name": "dfew/frames64_pose", "data.flip": True, "data.crop_size": 0})

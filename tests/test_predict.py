@@ -13,7 +13,7 @@ from PIL import Image
 from fer_jax import face_track, predict
 from fer_jax import train_state, runs, predictors
 from tfds_dfew import release
-from tests.conftest import features_config, run_module, tiny_config
+from tests.helpers import features_config, run_module, tiny_config
 
 FPS = 10.0
 H, W = 180, 240

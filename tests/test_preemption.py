@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fer_jax import workdir as workdir_lib
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests.test_multihost import _free_port
 from tests.test_train import _final_state, _flatten
 

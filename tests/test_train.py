@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from fer_jax import train, workdir as workdir_lib
-from tests.conftest import ROOT, run_module, tiny_config
+from tests.helpers import ROOT, run_module, tiny_config
 
 
 def test_train_and_evaluate_writes_run(tiny_tfds, tmp_path):
@@ -132,7 +132,7 @@ def test_sigterm_saves_and_exits_cleanly(tiny_tfds, tmp_path):
 
 
 def test_same_seed_same_numbers(tiny_features, tmp_path):
-    from tests.conftest import features_config
+    from tests.helpers import features_config
 
     _, out, _ = tiny_features
     a = train.train_and_evaluate(features_config(out), str(tmp_path / "a"))
@@ -192,7 +192,7 @@ def test_missing_dataset_says_how_to_build(tmp_path):
 
 
 def test_bfloat16_compute_keeps_float32_state(tiny_features, tmp_path):
-    from tests.conftest import features_config
+    from tests.helpers import features_config
 
     _, out, _ = tiny_features
     result = train.train_and_evaluate(features_config(out, **{"model.dtype": "bfloat16"}), str(tmp_path))

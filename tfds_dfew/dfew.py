@@ -143,6 +143,9 @@ which clips have no single label.
         print(f"Building dfew/{self.builder_config.name} from the DFEW release in {self._manual_dir_for_log()} into "
               f"{self.data_dir} (nothing is downloaded)...", flush=True)
 
+    def _log_download_done(self) -> None:
+        print(f"dfew/{self.builder_config.name} built in {self.data_dir}; later builds reuse it.", flush=True)
+
     def _manual_dir_for_log(self) -> str:
         return str(getattr(self, "_manual_dir_hint", "") or "the manual_dir")
 

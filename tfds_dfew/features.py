@@ -55,6 +55,9 @@ class DfewFeatures(tfds.core.GeneratorBasedBuilder):
         # TFDS's own line speaks of downloading; extraction computes features locally.
         print(f"Extracting features {NAME}/{self.builder_config.name} into {self.data_dir}...", flush=True)
 
+    def _log_download_done(self) -> None:
+        print(f"{NAME}/{self.builder_config.name} written to {self.data_dir}.", flush=True)
+
     def _info(self) -> tfds.core.DatasetInfo:
         features = {
             key: tfds.features.Tensor(shape=tuple(shape), dtype=np.float32, encoding=tfds.features.Encoding.ZLIB)
