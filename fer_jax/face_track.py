@@ -331,3 +331,142 @@ def resize_frame(frame: np.ndarray, size: int) -> np.ndarray:
     s = min(h, w)
     box = ((w - s) / 2.0, (h - s) / 2.0, s, s)
     return crop_face(frame, box, size, margin=1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tracking while the video is read (the same results as track_faces, with a bounded look-ahead).
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Tracklet:
+    index: int  # creation order: ties of score go to the older tracklet, as in track_faces
+    score: float
+    count: int
+    last: int  # frame of its newest detection
+    box: np.ndarray  # float64[4], its newest detection's box
+
+
+class StreamingTracker:
+    """`track_faces`, frame by frame: `push(detections)` per frame, then `finish()`; both return finished frames.
+
+    Each returns [(frame, box float64[4] (NaN for no face), status, track)] in frame order, with
+    the values `track_faces` gives for the whole video (track ids are numbered differently; only
+    their equality matters). A frame is finished once every tracklet that covers it is known
+    (`max_gap` frames later), has `min_frames` detections or has ended, and the largest of them
+    can no longer be overtaken (the others ended below it), plus `smooth_radius` frames for the
+    smoothing. With one face that is a few frames; while two faces keep competing it is until one
+    of them ends. Not to hold frames without bound, a frame waiting for more than `max_pending`
+    frames is decided with the scores so far (counted in `forced`; `track_faces` could differ there).
+    """
+
+    def __init__(self, *, max_gap: int = DEFAULT_MAX_GAP, min_frames: int = 3,
+                 smooth_radius: int = DEFAULT_SMOOTH_RADIUS, jump: float = 1.0, max_pending: int = 250):
+        self.max_gap, self.min_frames, self.radius, self.jump = max_gap, min_frames, smooth_radius, jump
+        self.max_pending = max(max_pending, max_gap + 1)
+        self.forced = 0
+        self._frame = -1  # the newest frame pushed
+        self._next_index = 0
+        self._active: list[_Tracklet] = []  # may still grow
+        self._cover: dict[int, dict[int, tuple[_Tracklet, np.ndarray, int]]] = {}  # frame -> candidates
+        self._decided: dict[int, tuple] = {}  # frame -> (raw box, status, track, prefix sum along its run)
+        self._next_decide = 0
+        self._emitted = 0
+
+    def _closed(self, t: _Tracklet, finished: bool) -> bool:
+        return finished or self._frame - t.last > self.max_gap
+
+    def push(self, detections) -> list[tuple[int, np.ndarray, int, int]]:
+        i = self._frame = self._frame + 1
+        self._cover.setdefault(i, {})
+        dets = _as_detections(detections)
+        self._active = [t for t in self._active if i - t.last <= self.max_gap + 1]
+        pairs = []
+        for t in self._active:
+            x, y, w, h = t.box
+            size = math.sqrt(w * h)
+            centres = dets[:, :2] + dets[:, 2:4] / 2.0
+            dist = np.hypot(centres[:, 0] - (x + w / 2.0), centres[:, 1] - (y + h / 2.0))
+            pairs += [(float(dist[k]), t.index, k, t) for k in range(len(dets)) if dist[k] <= self.jump * size]
+        taken_t, taken_k = set(), set()
+        for _, ti, k, t in sorted(pairs, key=lambda p: p[:3]):
+            if ti not in taken_t and k not in taken_k:
+                for gap in range(t.last + 1, i):  # held frames between its last detection and this one
+                    self._cover[gap][ti] = (t, t.box, HELD)
+                self._add(t, i, dets[k])
+                taken_t.add(ti)
+                taken_k.add(k)
+        for k in range(len(dets)):
+            if k not in taken_k:
+                t = _Tracklet(self._next_index, 0.0, 0, i, dets[k][:4])
+                self._next_index += 1
+                self._active.append(t)
+                self._add(t, i, dets[k])
+        return self._advance(finished=False)
+
+    def _add(self, t: _Tracklet, i: int, det: np.ndarray) -> None:
+        t.score += det[2] * det[3] * det[4]
+        t.count += 1
+        t.last, t.box = i, det[:4]
+        self._cover[i][t.index] = (t, det[:4], DETECTED)
+
+    def finish(self) -> list[tuple[int, np.ndarray, int, int]]:
+        return self._advance(finished=True)
+
+    def _decide(self, f: int, finished: bool) -> bool:
+        """Decides frame f's tracklet if it is known; False if it must wait."""
+        forced = self._frame - f >= self.max_pending
+        if not finished and not forced and self._frame < f + self.max_gap:
+            return False
+        known, unknown = [], []
+        for t, box, status in self._cover[f].values():
+            if t.count >= self.min_frames:
+                known.append((t, box, status))
+            elif not self._closed(t, finished):
+                unknown.append(t)
+        if not forced and unknown:
+            return False
+        best = max(known, key=lambda c: (c[0].score, -c[0].index), default=None)
+        if best is not None and not forced:
+            for t, _, _ in known:
+                if t is not best[0] and not self._closed(t, finished):
+                    return False
+        if forced and (unknown or any(not self._closed(t, finished) for t, _, _ in known)):
+            self.forced += 1
+        del self._cover[f]
+        box, status, track = (np.full(4, np.nan), NO_FACE, -1) if best is None else (
+            np.asarray(best[1], np.float64), best[2], best[0].index)
+        run_sum = None
+        if track >= 0:  # prefix sums of (cx, cy, w, h) along the run, added in smooth_boxes' cumsum order
+            previous = self._decided.get(f - 1)
+            before = previous[3] if previous is not None and previous[2] == track else np.zeros(4)
+            run_sum = before + np.concatenate([box[:2] + box[2:] / 2.0, box[2:]])
+        self._decided[f] = (box, status, track, run_sum)
+        return True
+
+    def _advance(self, finished: bool) -> list[tuple[int, np.ndarray, int, int]]:
+        while self._next_decide <= self._frame and self._decide(self._next_decide, finished):
+            self._next_decide += 1
+        out = []
+        last = self._next_decide - 1
+        while self._emitted <= last and (finished or self._emitted + self.radius <= last):
+            out.append(self._smoothed(self._emitted, last))
+            self._emitted += 1
+        for f in [f for f in self._decided if f < self._emitted - self.radius - 1]:
+            del self._decided[f]
+        return out
+
+    def _smoothed(self, f: int, last: int) -> tuple[int, np.ndarray, int, int]:
+        """Frame f's box averaged over its run within `radius` frames, computed as smooth_boxes does."""
+        box, status, track, _ = self._decided[f]
+        if track < 0 or self.radius <= 0:
+            return f, box, status, track
+        lo, hi = f, f
+        while lo > max(0, f - self.radius) and self._decided[lo - 1][2] == track:
+            lo -= 1
+        while hi < min(last, f + self.radius) and self._decided[hi + 1][2] == track:
+            hi += 1
+        before = self._decided.get(lo - 1)
+        start = before[3] if before is not None and before[2] == track else np.zeros(4)
+        mean = (self._decided[hi][3] - start) / (hi - lo + 1)
+        return f, np.concatenate([mean[:2] - mean[2:] / 2.0, mean[2:]]), status, track

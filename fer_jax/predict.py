@@ -49,11 +49,11 @@ from fer_jax.errors import MissingError
 from fer_jax.face_track import VideoError
 from fer_jax.predict_outputs import output_stem, write_outputs
 from fer_jax.predictors import MODELS, Predictor, load_predictor
-from fer_jax.windows import SAMPLES_PER_WINDOW, face_windows, nearest_face_frames, window_indices
+from fer_jax.windows import SAMPLES_PER_WINDOW, WindowStream, face_windows, nearest_face_frames, window_indices
 from tfds_dfew import openpose, release
 
-__all__ = ["Predictor", "VideoError", "load_predictor", "output_stem", "predict_video", "window_indices",
-           "write_outputs"]
+__all__ = ["Predictor", "VideoError", "face_windows", "load_predictor", "nearest_face_frames", "output_stem",
+           "predict_video", "window_indices", "write_outputs"]
 
 
 def _fail(message: str, result: dict | None):
@@ -62,12 +62,6 @@ def _fail(message: str, result: dict | None):
     if result is not None:
         result["error"] = message
     raise error
-
-
-def _progress(iterable, desc: str, enabled: bool, total: int | None = None):
-    if not enabled:
-        return iterable
-    return tqdm(iterable, desc=desc, total=total, unit="frame", leave=False, dynamic_ncols=True)
 
 
 def _base_result(source_path: str, *, model: dict | None, settings: dict) -> dict:
@@ -120,36 +114,36 @@ def predict_video(path: str, *, workdir: str | None = None, model: str | None = 
     if source.fps_source == "default":
         result["notes"].append(f"frame rate unknown; assumed {source.fps:g} fps (set --fps).")
 
-    # -- Pass 1: read every frame, find the faces ---------------------------------------------------
-    detector = None if aligned else face_track.FaceDetector()
-    detections, shape = [], None
+    # -- One pass: read, detect, track, crop and score in a bounded window of frames -----------------
+    keypoints = _Keypoints(path, openpose_dir, result, stderr=stderr) if predictor.needs_keypoints else None
+    stream = WindowStream(predictor, window=window, stride=stride, aligned=aligned, margin=margin, max_gap=max_gap,
+                          keypoints=keypoints)
+    shape = None
+    bar = _video_progress(source, os.path.basename(path), progress)
     try:
-        for frame in _progress(source.frames(), f"faces {os.path.basename(path)}", progress,
-                               source.frame_count_hint):
+        for frame in source.frames():
             shape = shape or frame.shape[:2]
-            if aligned:
-                h, w = frame.shape[:2]
-                s = min(h, w)
-                detections.append(np.array([[(w - s) // 2, (h - s) // 2, s, s]]))
-            else:
-                detections.append(detector(frame))
+            stream.push(frame)
+            if bar is not None:
+                bar.update(1.0 / float(source.fps))
     except VideoError as e:
         _fail(str(e), result)
-    n = len(detections)
+    finally:
+        if bar is not None:
+            bar.close()
+    n = stream.num_frames
     if n == 0:
         _fail(f"{path}: no frame could be decoded (the {source.kind} is empty or its codec is unsupported); "
               "re-encode it, e.g. ffmpeg -i in -c:v mpeg4 out.mp4, or check the file is complete.", result)
+    stream.finish()
     fps_value = float(source.fps)
     result.update(num_frames=n, frame_height=int(shape[0]), frame_width=int(shape[1]), duration_s=n / fps_value)
-    if aligned:
-        track = face_track.FaceTrack(np.concatenate(detections).astype(np.float64), np.full(n, face_track.DETECTED,
-                                     np.int8), np.zeros(n, np.int32))
-    else:
-        track = face_track.track_faces(detections, max_gap=max_gap)
+    track = face_track.FaceTrack(np.asarray(stream.boxes, np.float64).reshape(n, 4), np.asarray(stream.status, np.int8),
+                                 np.asarray(stream.track, np.int32))
     has_face = track.has_face
-
     starts, ends, sampled = window_indices(n, window, stride)
     usable = face_windows(starts, ends, has_face)
+    probabilities = stream.probabilities
     if n < window:
         result["notes"].append(f"the video has {n} frames, fewer than a window of {window}: one window over all of "
                                "them (frames repeated to make 16, as DFEW does for short clips).")
@@ -157,42 +151,11 @@ def predict_video(path: str, *, workdir: str | None = None, model: str | None = 
     if held:
         result["notes"].append(f"{held} frames without a detection lie in gaps of at most {max_gap} frames and hold "
                                "the previous face box (status 'held').")
-    probabilities = np.full((len(starts), len(release.CLASS_NAMES)), np.nan)
-    points = None
-    if predictor.needs_keypoints:
-        points = _video_keypoints(path, openpose_dir, n, result, stderr=stderr)
-
-
-    # -- Pass 2: face crops, per-frame stage, windows -----------------------------------------------
-    if has_face.any():
-        size = predictor.frame_size
-        crops = np.zeros((n, size, size, 3), np.uint8)
-        read = 0
-        for i, frame in enumerate(_progress(source.frames(), f"crops {os.path.basename(path)}", progress, n)):
-            if i >= n:
-                break
-            read = i + 1
-            if has_face[i]:
-                crops[i] = face_track.crop_face(frame, track.boxes[i], size, margin=1.0 if aligned else margin)
-        if read < n:  # the decoder gave fewer frames the second time: those have no crop
-            lost = np.arange(n) >= read
-            track.status[lost] = face_track.NO_FACE
-            track.boxes[lost] = np.nan
-            has_face = track.has_face
-            usable = face_windows(starts, ends, has_face)
-            result["notes"].append(f"frames {read}..{n - 1} could not be decoded again; they count as no-face.")
-        if usable.any():
-            chosen = nearest_face_frames(sampled[usable], starts[usable], ends[usable], has_face)
-            needed = np.unique(chosen)  # every chosen frame has a face: a usable window has face frames
-            frame_out = predictor.per_frame(crops[needed])
-            position = np.full(n, -1, np.int64)
-            position[needed] = np.arange(len(needed))
-            chosen = position[chosen]
-            gathered = {k: v[chosen] for k, v in frame_out.items()}
-            if points is not None:  # the sampled frames' own keypoints (a frame without a face keeps its own)
-                gathered["keypoints"] = points[sampled[usable]]
-            probabilities[usable] = predictor.per_window(gathered)
-        del crops
+    if stream.forced:
+        result["notes"].append(f"{stream.forced} frames lay where two faces competed for longer than the tracker "
+                               f"waits ({stream.max_pending} frames); they went to the larger face so far.")
+    if keypoints is not None:
+        keypoints.finish(n)
 
     # -- Assemble ------------------------------------------------------------------------------------
     windows = []
@@ -221,34 +184,72 @@ def predict_video(path: str, *, workdir: str | None = None, model: str | None = 
     return result
 
 
-def _video_keypoints(path: str, openpose_dir: str | None, num_frames: int, result: dict, *,
-                     stderr=None) -> np.ndarray:
-    """OpenPose points float32[num_frames, 137, 3] of a video's frames (zeros where a frame has none)."""
-    if not openpose_dir:
-        note = ("pose masked: this run reads OpenPose keypoints and no --openpose_dir was given, so every frame's "
-                "keypoints are masked (as training masks frames where OpenPose found nobody); the probabilities "
-                "come from the other inputs. Run OpenPose on the video (--write_json DIR) and pass --openpose_dir "
-                "DIR to use them.")
-        result["notes"].append(note)
-        result["settings"]["openpose_dir"] = None
-        print(f"note: {path}: {note}", file=stderr or sys.stderr)
-        return np.zeros((num_frames, openpose.NUM_KEYPOINTS, 3), np.float32)
-    stem = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
-    folder = os.path.join(openpose_dir, stem) if os.path.isdir(os.path.join(openpose_dir, stem)) else openpose_dir
-    try:
-        files = openpose.list_frames(folder)
-        first = min(files[0][0], 1) if files else 0  # 0-based for a video, 1-based image names
-        clip = openpose.read_clip(folder, frame_indices=range(num_frames), first_frame=first)
-    except openpose.OpenPoseError as e:
-        _fail(f"{path}: {e}", result)
-    if not files:
-        _fail(f"{path}: {folder} holds no *_keypoints.json; run OpenPose on this video into it.", result)
-    missing = int(clip.num_missing)
-    if missing:
-        result["notes"].append(f"{missing} of {num_frames} frames have no OpenPose file in {folder}; their keypoints "
-                               "are masked.")
-    result["settings"]["openpose_dir"] = os.path.abspath(folder)
-    return clip.points
+class _Keypoints:
+    """A video's OpenPose keypoints, read window by window (the folder is listed once, up front)."""
+
+    def __init__(self, path: str, openpose_dir: str | None, result: dict, *, stderr=None):
+        self.path, self.result, self.by_position, self.folder = path, result, None, None
+        self._cache: dict[int, np.ndarray] = {}
+        if not openpose_dir:
+            note = ("pose masked: this run reads OpenPose keypoints and no --openpose_dir was given, so every frame's "
+                    "keypoints are masked (as training masks frames where OpenPose found nobody); the probabilities "
+                    "come from the other inputs. Run OpenPose on the video (--write_json DIR) and pass --openpose_dir "
+                    "DIR to use them.")
+            self.note = note
+            result["settings"]["openpose_dir"] = None
+            print(f"note: {path}: {note}", file=stderr or sys.stderr)
+            return
+        stem = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+        folder = os.path.join(openpose_dir, stem) if os.path.isdir(os.path.join(openpose_dir, stem)) else openpose_dir
+        try:
+            files = openpose.list_frames(folder)
+        except openpose.OpenPoseError as e:
+            _fail(f"{path}: {e}", result)
+        if not files:
+            _fail(f"{path}: {folder} holds no *_keypoints.json; run OpenPose on this video into it.", result)
+        first = min(files[0][0], 1)  # 0-based for a video, 1-based image names
+        self.by_position = {number - first: file for number, file in files}
+        self.folder = folder
+        result["settings"]["openpose_dir"] = os.path.abspath(folder)
+
+    def read(self, frames) -> np.ndarray:
+        """float32[len(frames), 137, 3]: the frames' keypoints, zeros (masked) where a frame has no file."""
+        points = np.zeros((len(frames), openpose.NUM_KEYPOINTS, 3), np.float32)
+        if self.by_position is None:
+            return points
+        if len(self._cache) > 4096:
+            self._cache.clear()
+        for row, position in enumerate(int(f) for f in frames):
+            file = self.by_position.get(position)
+            if file is None:
+                continue
+            if position not in self._cache:
+                try:
+                    self._cache[position] = openpose.read_frame(file).points
+                except openpose.OpenPoseError as e:
+                    _fail(f"{self.path}: {e}", self.result)
+            points[row] = self._cache[position]
+        return points
+
+    def finish(self, num_frames: int) -> None:
+        """Adds the note on masked frames once the video's length is known."""
+        if self.by_position is None:
+            self.result["notes"].append(self.note)
+            return
+        missing = num_frames - sum(1 for p in self.by_position if 0 <= p < num_frames)
+        if missing:
+            self.result["notes"].append(f"{missing} of {num_frames} frames have no OpenPose file in {self.folder}; "
+                                        "their keypoints are masked.")
+
+
+def _video_progress(source, name: str, enabled: bool):
+    """A tqdm bar in seconds of video (its rate: video-seconds per second), or None."""
+    if not enabled:
+        return None
+    total = source.frame_count_hint / float(source.fps) if source.frame_count_hint else None
+    return tqdm(total=total, desc=name, unit="video-s", leave=False, dynamic_ncols=True,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} video-s "
+                           "[{elapsed}<{remaining}, {rate_fmt}]" if total else None)
 
 
 def predict_paths(paths: Sequence[str], *, out_dir: str | None = None, stdout=None, stderr=None, **kwargs) -> int:

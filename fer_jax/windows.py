@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fer_jax import face_track
 from fer_jax.errors import ConfigError
 from tfds_dfew import release
 
@@ -54,3 +55,136 @@ def nearest_face_frames(frames, starts, ends, has_face) -> np.ndarray:
             if not has_face[f]:
                 out[w, t] = candidates[np.argmin(np.abs(candidates - f) * 2 + (candidates > f))]
     return out
+
+
+class WindowStream:
+    """Frames in, window probabilities out, holding only the frames that some window still needs.
+
+    `push(frame)` for every frame in order, then `finish()`; `probabilities` is then float64[W, 7]
+    (NaN rows for no-face windows) for the windows of `window_indices(num_frames, window, stride)`,
+    and `boxes`, `status`, `track` describe every frame as `face_track.track_faces` would. Each
+    frame is detected when read; the tracker decides its box a few frames later (see
+    `face_track.StreamingTracker`), then the frame is cropped and dropped. A window is taken up
+    once all its frames are decided; the per-frame stage runs on full chunks of
+    `predictor.batch * 16` crops (the model's compiled shape), and windows are scored as soon as
+    their frames have been through it. Crops and per-frame outputs are dropped once no window
+    that is still to come can use them, so memory does not grow with the video's length (only
+    the per-frame boxes and statuses that the result lists).
+    """
+
+    def __init__(self, predictor, *, window: int, stride: int, aligned: bool, margin: float, max_gap: int,
+                 keypoints=None, max_pending: int = 250):
+        self.predictor, self.window, self.stride = predictor, int(window), int(stride)
+        self.aligned, self.margin = aligned, 1.0 if aligned else margin
+        self.detector = None if aligned else face_track.FaceDetector()
+        self.tracker = None if aligned else face_track.StreamingTracker(max_gap=max_gap, max_pending=max_pending)
+        self.max_pending = max_pending
+        self.keypoints = keypoints
+        self.rows = predictor.batch * SAMPLES_PER_WINDOW
+        self.num_frames = 0
+        self.boxes: list[np.ndarray] = []
+        self.status: list[int] = []
+        self.track: list[int] = []
+        self._has_face = bytearray()
+        self._raw: dict[int, np.ndarray] = {}  # frames read whose box is not decided yet
+        self._crops: dict[int, np.ndarray] = {}
+        self._outputs: dict[int, dict] = {}  # frame -> its per-frame outputs
+        self._queue: list[tuple] = []  # (start, end, sampled, chosen or None), in window order
+        self._todo: list[int] = []  # chosen frames of queued windows without outputs yet, in order
+        self._scored: list[np.ndarray] = []
+        self._next_regular = 0
+
+    @property
+    def forced(self) -> int:
+        return self.tracker.forced if self.tracker is not None else 0
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        return np.asarray(self._scored, np.float64).reshape(len(self._scored), len(release.CLASS_NAMES))
+
+    def push(self, frame: np.ndarray) -> None:
+        i = self.num_frames
+        self.num_frames += 1
+        if self.aligned:
+            h, w = frame.shape[:2]
+            s = min(h, w)
+            box = np.array([(w - s) // 2, (h - s) // 2, s, s], np.float64)
+            self._decided([(i, box, face_track.DETECTED, 0)], {i: frame})
+        else:
+            self._raw[i] = frame
+            self._decided(self.tracker.push(self.detector(frame)), self._raw)
+        self._take_windows(final=False)
+
+    def finish(self) -> None:
+        if self.tracker is not None:
+            self._decided(self.tracker.finish(), self._raw)
+        self._take_windows(final=True)
+        self._score(final=True)
+
+    def _decided(self, items, frames: dict) -> None:
+        for f, box, status, track in items:
+            self.boxes.append(box)
+            self.status.append(int(status))
+            self.track.append(int(track))
+            self._has_face.append(status != face_track.NO_FACE)
+            frame = frames.pop(f)
+            if status != face_track.NO_FACE:
+                self._crops[f] = face_track.crop_face(frame, box, self.predictor.frame_size, margin=self.margin)
+
+    def _take_windows(self, final: bool) -> None:
+        decided = len(self.status)
+        if final:
+            starts, ends, sampled = window_indices(decided, self.window, self.stride)
+            done = len(self._scored) + len(self._queue)
+            new = [(int(starts[w]), int(ends[w]), sampled[w]) for w in range(done, len(starts))]
+        else:
+            new = []
+            offsets = release.sample_indices(self.window, SAMPLES_PER_WINDOW)
+            while self._next_regular * self.stride + self.window <= decided:
+                start = self._next_regular * self.stride
+                new.append((start, start + self.window, start + offsets))
+                self._next_regular += 1
+        has_face = np.frombuffer(bytes(self._has_face), dtype=bool)
+        for start, end, sampled in new:
+            chosen = None
+            if face_windows(np.array([start]), np.array([end]), has_face)[0]:
+                chosen = nearest_face_frames(sampled[None], np.array([start]), np.array([end]), has_face)[0]
+                for f in dict.fromkeys(int(f) for f in chosen):
+                    if f not in self._outputs and f not in self._todo:
+                        self._todo.append(f)
+            self._queue.append((start, end, sampled, chosen))
+        if new and not final:
+            self._score(final=False)
+
+    def _score(self, final: bool) -> None:
+        """Runs the per-frame stage on full chunks (all that is left if final), then scores the windows it completes."""
+        take = len(self._todo) if final else len(self._todo) // self.rows * self.rows
+        if take:
+            frames, self._todo = self._todo[:take], self._todo[take:]
+            out = self.predictor.per_frame(np.stack([self._crops[f] for f in frames]))
+            for j, f in enumerate(frames):
+                self._outputs[f] = {k: v[j] for k, v in out.items()}
+        ready = []  # leading windows that can be scored now (without new outputs: only no-face ones)
+        while self._queue and (self._queue[0][3] is None or (
+                (take or final) and all(int(f) in self._outputs for f in self._queue[0][3]))):
+            ready.append(self._queue.pop(0))
+        usable = [w for w in ready if w[3] is not None]
+        if usable:
+            gathered = {k: np.stack([np.stack([self._outputs[int(f)][k] for f in w[3]]) for w in usable])
+                        for k in self._outputs[int(usable[0][3][0])]}
+            if self.keypoints is not None:  # the sampled frames' own keypoints
+                gathered["keypoints"] = np.stack([self.keypoints.read(w[2]) for w in usable])
+            probabilities = iter(np.asarray(self.predictor.per_window(gathered), np.float64))
+        for w in ready:
+            self._scored.append(next(probabilities) if w[3] is not None else np.full(len(release.CLASS_NAMES), np.nan))
+        self._forget()
+
+    def _forget(self) -> None:
+        """Drops crops and outputs that no window still to come can use."""
+        keep = len(self.status) - self.window  # the window aligned to the video's end starts at or after this
+        keep = min(keep, self._next_regular * self.stride)
+        if self._queue:
+            keep = min(keep, self._queue[0][0])
+        for store in (self._crops, self._outputs):
+            for f in [f for f in store if f < keep]:
+                del store[f]
