@@ -13,6 +13,12 @@ more than half of its frames without a face is marked no-face and gets no probab
 other windows a sampled frame without a face is replaced by the nearest face frame of the window.
 The last window is aligned to the end of the video so that every frame is covered.
 
+The video is read once and streamed (`fer_jax.windows.WindowStream`): each frame is detected as
+it is read, the tracker decides its box a few frames later (`face_track.StreamingTracker`, the
+same boxes as tracking the whole video at once), the frame is cropped and dropped, and windows
+are scored as soon as their frames are through the model, so memory does not grow with the
+video's length. The progress bar counts seconds of video (its rate: video-seconds per second).
+
 Models:
   --workdir RUN             the run's model at its newest checkpoint. A run on cached features
                             (`dfew_features/<setup>`) first runs the generators that made them (the
