@@ -32,12 +32,7 @@ FLAGS = flags.FLAGS
 def evaluate_checkpoint(workdir: str, *, step: int | None = None, split: str | None = None,
                         data_dir: str | None = None, drop_modalities=(), write: bool = True) -> dict:
     """Restores a checkpoint of the run in `workdir` and evaluates it; returns the summary dict."""
-    config = workdir_lib.load_config(workdir)
-    if runs.is_pretraining(config):
-        raise ConfigError(f"{workdir} is an OmniVec pretraining run: it has no classifier (its reconstruction "
-                          "loss is in metrics.jsonl). Evaluate a fusion run that uses it.")
-    if data_dir:
-        config.dataset.data_dir = data_dir
+    config = workdir_lib.load_classifier_config(workdir, data_dir)
     dropped = tuple(m for m in drop_modalities if m)
     unknown = [m for m in dropped if m not in config.modalities]
     if unknown:

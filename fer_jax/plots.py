@@ -26,6 +26,16 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: str, title: str = "") -> str:
+    """Writes `fig` (with an optional overall title) to `path`, closes it, returns the path."""
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    _pyplot().close(fig)
+    return path
+
+
 def confusion_matrix_png(confusion, class_names, path: str, *, title: str = "") -> str:
     """Writes a row-normalised confusion matrix (recall on the diagonal, counts in each cell) to `path`."""
     plt = _pyplot()
@@ -77,12 +87,7 @@ def training_curves_png(records: list[dict], path: str, *, title: str = "") -> s
     for ax in axes:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def setups_curves_png(runs: dict[str, list[dict]], path: str, *, title: str = "") -> str:
@@ -103,12 +108,7 @@ def setups_curves_png(runs: dict[str, list[dict]], path: str, *, title: str = ""
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     uar_ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def ablation_png(rows: dict[str, dict], path: str, *, chance: float = 100 / 7) -> str:

@@ -51,20 +51,6 @@ class Predictor:
     needs_keypoints: bool = False  # per_window also reads 'keypoints' float32[B, 16, 137, 3] (OpenPose)
 
 
-def _padded_calls(fn, arrays: dict, rows: int) -> dict:
-    """Applies `fn` to fixed-size chunks of `rows` (the last one padded by repeating its last row)."""
-    n = len(next(iter(arrays.values())))
-    outputs = []
-    for start in range(0, n, rows):
-        chunk = {k: v[start : start + rows] for k, v in arrays.items()}
-        m = len(next(iter(chunk.values())))
-        if m < rows:
-            chunk = {k: np.concatenate([v, np.repeat(v[-1:], rows - m, axis=0)]) for k, v in chunk.items()}
-        out = fn(chunk)
-        outputs.append({k: np.asarray(v)[:m] for k, v in out.items()})
-    return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]} if outputs else {}
-
-
 def padded_calls(fn, arrays: dict, rows: int) -> dict:
     """Applies `fn` to fixed-size chunks of `rows` (the last one padded by repeating its last row)."""
     n = len(next(iter(arrays.values())))
@@ -136,12 +122,7 @@ def generator_for(setup: dict, key: str, dataset: str):
 
 def run_predictor(workdir: str, *, data_dir: str | None = None, batch: int = 16) -> Predictor:
     """The model of the training run in `workdir` at its newest checkpoint."""
-    config = workdir_lib.load_config(workdir)
-    if runs.is_pretraining(config):
-        raise ConfigError(f"{workdir} is an OmniVec pretraining run: it has no classifier. Predict with a fusion "
-                          "run that uses it.")
-    if data_dir:
-        config.dataset.data_dir = data_dir
+    config = workdir_lib.load_classifier_config(workdir, data_dir)
     name = str(config.dataset.name)
     modalities = {m: spec for m, spec in config.modalities.items()}
     pre = input_pipeline.Preprocessor(config, train=False)  # exactly what evaluation does to a clip

@@ -168,8 +168,7 @@ def restore(workdir: str, *, kind: str = "classifier", config=None, step: int | 
     if config is None:
         config = workdir_lib.load_config(workdir)
     if kind == "classifier" and is_pretraining(config):
-        raise ConfigError(f"{workdir} is an OmniVec pretraining run: it has no classifier (its reconstruction "
-                          "loss is in metrics.jsonl). Use a fusion run that uses it.")
+        workdir_lib.load_classifier_config(workdir)  # raises: a pretraining run has no classifier
     if kind == "pretraining" and not is_pretraining(config):
         raise ConfigError(f"{workdir} is not an OmniVec pretraining run (its config has no `pretrain` block).")
     shapes = read_input_shapes(workdir) or (dict(input_shapes) if input_shapes else None)

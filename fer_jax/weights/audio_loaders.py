@@ -41,8 +41,8 @@ from flax import nnx
 
 from fer_jax.models.wav2vec2 import WAV2VEC2_BASE, SpeechEncoderConfig, Wav2Vec2Encoder
 from fer_jax.weights.vit_loaders import read_state_dict
+from fer_jax.weights.report import SHOW as _SHOW, LoadReport as _BaseReport
 
-_SHOW = 5
 _FAMILIES = ("wav2vec2", "hubert", "wavlm", "data2vec_audio", "unispeech", "unispeech_sat", "sew", "sew_d")
 _TOWER_ROOTS = ("feature_extractor.", "feature_projection.", "encoder.", "masked_spec_embed", "adapter.")
 _TRAINING_ONLY = ("masked_spec_embed",)
@@ -50,43 +50,13 @@ _KNOWN = {(WAV2VEC2_BASE.width, WAV2VEC2_BASE.depth): "base"}
 
 
 @dataclasses.dataclass
-class AudioLoadReport:
-    """What a speech-encoder load did. Key names are the file's, without the `wav2vec2.` / `hubert.` prefix."""
+class AudioLoadReport(_BaseReport):
+    """What a speech-encoder load did. Key names are the file's, without the `wav2vec2.` / `hubert.` prefix.
 
-    source: str
-    checkpoint_arch: str
-    model_arch: str
-    loaded: list[str] = dataclasses.field(default_factory=list)
-    missing: list[str] = dataclasses.field(default_factory=list)
-    unexpected: list[str] = dataclasses.field(default_factory=list)
-    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = dataclasses.field(default_factory=list)
-    unused: list[str] = dataclasses.field(default_factory=list)  # heads and training-only entries
-    notes: list[str] = dataclasses.field(default_factory=list)
+    `unused`: heads and training-only entries.
+    """
 
-    @property
-    def ok(self) -> bool:
-        """True when every model parameter was loaded and every encoder entry of the file was used."""
-        return not (self.missing or self.unexpected or self.mismatched)
-
-    def __str__(self) -> str:
-        lines = [
-            f"checkpoint {self.source} ({self.checkpoint_arch}) -> {self.model_arch} model: "
-            f"{len(self.loaded)} loaded, {len(self.missing)} missing, {len(self.unexpected)} unexpected, "
-            f"{len(self.mismatched)} shape mismatches, {len(self.unused)} unused (heads, training-only)"
-        ]
-
-        def names(label: str, items: list[str]) -> None:
-            if items:
-                more = f", ... and {len(items) - _SHOW} more" if len(items) > _SHOW else ""
-                lines.append(f"  {label}: {', '.join(items[:_SHOW])}{more}")
-
-        names("loaded", self.loaded)
-        names("missing", self.missing)
-        names("unexpected", self.unexpected)
-        names("mismatched", [f"{k} file{list(a)} vs model{list(b)}" for k, a, b in self.mismatched])
-        names("unused", self.unused)
-        lines.extend(f"  note: {n}" for n in self.notes)
-        return "\n".join(lines)
+    unused_label = "unused (heads, training-only)"
 
 
 # -- what the file holds ------------------------------------------------------------------------

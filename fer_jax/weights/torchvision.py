@@ -28,61 +28,26 @@ import numpy as np
 from flax import nnx
 
 from fer_jax.models.resnet import ARCHITECTURES, ResNet
+from fer_jax.weights.report import SHOW as _SHOW, LoadReport as _BaseReport, to_numpy as _to_numpy
 
 _LEAF_NAMES = {"scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
-_SHOW = 5
 
 
 @dataclasses.dataclass
-class LoadReport:
+class LoadReport(_BaseReport):
     """What load_torchvision did. Key names are the checkpoint's (torch) names."""
 
-    source: str
-    checkpoint_arch: str
-    model_arch: str
-    loaded: list[str] = dataclasses.field(default_factory=list)
-    missing: list[str] = dataclasses.field(default_factory=list)
-    unexpected: list[str] = dataclasses.field(default_factory=list)
-    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = dataclasses.field(default_factory=list)
     skipped_head: list[str] = dataclasses.field(default_factory=list)
     ignored: list[str] = dataclasses.field(default_factory=list)
-    notes: list[str] = dataclasses.field(default_factory=list)
 
-    @property
-    def ok(self) -> bool:
-        """True when every model parameter was loaded and every checkpoint entry was used."""
-        return not (self.missing or self.unexpected or self.mismatched)
+    kind = "torchvision checkpoint"
 
-    def __str__(self) -> str:
-        lines = [
-            f"torchvision checkpoint {self.source} ({self.checkpoint_arch}) -> {self.model_arch} model: "
-            f"{len(self.loaded)} loaded, {len(self.missing)} missing, {len(self.unexpected)} unexpected, "
-            f"{len(self.mismatched)} shape mismatches, {len(self.skipped_head)} head entries skipped, "
-            f"{len(self.ignored)} ignored (num_batches_tracked)"
-        ]
+    def extra_counts(self) -> str:
+        return f", {len(self.skipped_head)} head entries skipped, {len(self.ignored)} ignored (num_batches_tracked)"
 
-        def names(label: str, items: list[str]) -> None:
-            if items:
-                more = f", ... and {len(items) - _SHOW} more" if len(items) > _SHOW else ""
-                lines.append(f"  {label}: {', '.join(items[:_SHOW])}{more}")
+    def extra_names(self):
+        return [("skipped head", self.skipped_head)]
 
-        names("loaded", self.loaded)
-        names("missing", self.missing)
-        names("unexpected", self.unexpected)
-        names("mismatched", [f"{k} file{list(a)} vs model{list(b)}" for k, a, b in self.mismatched])
-        names("skipped head", self.skipped_head)
-        lines.extend(f"  note: {n}" for n in self.notes)
-        return "\n".join(lines)
-
-
-def _to_numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch tensor
-        value = value.detach().cpu()
-        try:
-            return value.numpy()
-        except TypeError:  # bfloat16 and other dtypes numpy lacks
-            return value.float().numpy()
-    return np.asarray(value)
 
 
 def _read(path_or_state_dict: Any) -> tuple[str, dict[str, np.ndarray], list[str]]:

@@ -40,62 +40,23 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
 from fer_jax.models.vit import CLIP_B16, CLIP_L14, SIGLIP_B16, ClipViT, SiglipViT, ViTConfig
+from fer_jax.weights.report import SHOW as _SHOW, LoadReport as _BaseReport, to_numpy as _to_numpy
 
-_SHOW = 5
 _KNOWN = {(c.width, c.depth, c.patch, c.embed_dim): c.name for c in (CLIP_B16, CLIP_L14, SIGLIP_B16)}
 
 
 @dataclasses.dataclass
-class ViTLoadReport:
-    """What a ViT load did. Key names are the file's, without the `visual.` / `vision_model.` prefix."""
+class ViTLoadReport(_BaseReport):
+    """What a ViT load did. Key names are the file's, without the `visual.` / `vision_model.` prefix.
 
-    source: str
-    checkpoint_arch: str
-    model_arch: str
-    loaded: list[str] = dataclasses.field(default_factory=list)
-    missing: list[str] = dataclasses.field(default_factory=list)
-    unexpected: list[str] = dataclasses.field(default_factory=list)
-    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = dataclasses.field(default_factory=list)
-    unused: list[str] = dataclasses.field(default_factory=list)  # the other tower (text) and scalars
-    notes: list[str] = dataclasses.field(default_factory=list)
+    `unused`: the other tower (text) and scalars of a whole CLIP/SigLIP file.
+    """
 
-    @property
-    def ok(self) -> bool:
-        """True when every model parameter was loaded and every image-tower entry of the file was used."""
-        return not (self.missing or self.unexpected or self.mismatched)
-
-    def __str__(self) -> str:
-        lines = [
-            f"checkpoint {self.source} ({self.checkpoint_arch}) -> {self.model_arch} model: "
-            f"{len(self.loaded)} loaded, {len(self.missing)} missing, {len(self.unexpected)} unexpected, "
-            f"{len(self.mismatched)} shape mismatches, {len(self.unused)} unused (other tower)"
-        ]
-
-        def names(label: str, items: list[str]) -> None:
-            if items:
-                more = f", ... and {len(items) - _SHOW} more" if len(items) > _SHOW else ""
-                lines.append(f"  {label}: {', '.join(items[:_SHOW])}{more}")
-
-        names("loaded", self.loaded)
-        names("missing", self.missing)
-        names("unexpected", self.unexpected)
-        names("mismatched", [f"{k} file{list(a)} vs model{list(b)}" for k, a, b in self.mismatched])
-        names("unused", self.unused)
-        lines.extend(f"  note: {n}" for n in self.notes)
-        return "\n".join(lines)
+    unused_label = "unused (other tower)"
 
 
 # -- reading files ----------------------------------------------------------------------------
 
-
-def _to_numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch tensor
-        value = value.detach().cpu()
-        try:
-            return value.numpy()
-        except TypeError:  # bfloat16 and other dtypes numpy lacks
-            return value.float().numpy()
-    return np.asarray(value)
 
 
 def _resolve_file(path: str, folder_files: tuple[str, ...]) -> str:
