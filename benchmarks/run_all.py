@@ -1,0 +1,190 @@
+"""Runs every benchmark and writes one Markdown table: benchmark, variant, throughput, ratio to its reference.
+
+    python benchmarks/run_all.py            # sized to finish in about 8 minutes on one accelerator or a CPU
+    python benchmarks/run_all.py --quick    # small sizes: a smoke test that the benchmarks still run
+
+Runs benchmarks/generator_inference.py (resnet18 and vit_b16), mini_xception_inference.py,
+train_step.py, pretrain_step.py, finetune_step.py and dense_backward.py, one after the other,
+each in its own process with reduced sizes (listed in the table's notes) and a time limit;
+reads what each wrote to benchmarks/results/*.json (dense_backward: its stdout table). A
+benchmark that fails or runs out of time gets a row saying so, and the others go on. Writes the
+table with the device, the jax and torch versions, the CPU model, AVX-512 and load averages to
+stdout and to benchmarks/results/run_all.md (or --out). The exit status is 1 if any benchmark failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+RESULTS = BENCH / "results"
+
+# name -> (script, json prefix or None, full-size arguments, --quick arguments, time limits in s (full, quick));
+# the full limits add up to 470 s, so a run ends within 8 minutes whatever happens.
+JOBS = {
+    "generator_inference resnet18": (
+        "generator_inference.py", "generator_inference_2",
+        ["--repeats", "5", "--warmup", "1", "--compile-timeout", "90"],
+        ["--batch", "4", "--size", "64", "--repeats", "2", "--warmup", "1", "--no-compile",
+         "--variants", "torch_eager,flax,flax_no_ynn"], (110, 60)),
+    "generator_inference vit_b16": (
+        "generator_inference.py", "generator_inference_vit_b16",
+        ["--model", "vit_b16", "--batch", "4", "--repeats", "3", "--warmup", "1", "--no-compile"],
+        ["--model", "vit_b16", "--batch", "1", "--repeats", "1", "--warmup", "0", "--no-compile",
+         "--variants", "torch_eager,flax"], (70, 45)),
+    "mini_xception_inference": (
+        "mini_xception_inference.py", "mini_xception_inference",
+        ["--repeats", "5", "--no-compile"], ["--quick", "--no-compile"], (45, 40)),
+    "train_step": ("train_step.py", "train_step", ["--rounds", "5", "--no-diagnostics"],
+                   ["--quick", "--no-pipeline"], (80, 45)),
+    "pretrain_step": ("pretrain_step.py", "pretrain_step", ["--rounds", "5"], ["--quick"], (40, 30)),
+    "finetune_step": ("finetune_step.py", "finetune_step", ["--rounds", "3", "--batch", "4", "--no-compile"],
+                      ["--quick", "--no-compile", "--rounds", "1"], (100, 120)),
+    "dense_backward": ("dense_backward.py", None, [], [], (25, 25)),
+}
+
+
+def cpu_info() -> dict:
+    model, avx512 = "unknown", None
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"model": model, "avx512": avx512}
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+        elif line.startswith("flags"):
+            avx512 = "avx512f" in line.split(":", 1)[1].split()
+            break
+    return {"model": model, "avx512": avx512}
+
+
+def versions() -> dict:
+    """Device and versions, asked of a child process so this one stays light."""
+    code = ("import json, jax, torch; print(json.dumps({'jax': jax.__version__, 'torch': torch.__version__, "
+            "'device': f'{jax.devices()[0].device_kind} ({jax.default_backend()}) x {jax.device_count()}', "
+            "'cuda': torch.cuda.is_available()}))")
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError):
+        return {"jax": "?", "torch": "?", "device": "?", "cuda": None}
+
+
+def newest_json(prefix: str, since: float) -> dict | None:
+    files = [p for p in RESULTS.glob(prefix + "*.json") if p.stat().st_mtime >= since]
+    return json.loads(max(files, key=lambda p: p.stat().st_mtime).read_text()) if files else None
+
+
+def rows_of(name: str, data: dict | None, stdout: str) -> list[tuple[str, str, str]]:
+    """[(variant, throughput, ratio to the reference)] from a benchmark's JSON (or stdout)."""
+    if name.startswith(("generator_inference", "mini_xception")):
+        return [(r["variant"], f"{r['frames_per_s']:.1f} frames/s", f"{r['ratio_to_torch_eager']:.2f}x")
+                for r in data["results"] if r.get("frames_per_s")]
+    if name in ("train_step", "pretrain_step"):
+        steps = data["steps"]
+        ref = steps["torch"]["clips_per_s"]
+        out = [(("pytorch eager (reference)" if k == "torch" else k), f"{v['clips_per_s']:.1f} clips/s",
+                f"{v['clips_per_s'] / ref:.2f}x") for k, v in steps.items()]
+        if data.get("pipeline"):
+            out.append(("input stall (fed by Grain vs in-memory)", f"{100 * data['pipeline']['stall']:.1f}%", "-"))
+        return out
+    if name == "finetune_step":
+        stats = data["stats"]
+        ref = stats.get("torch_eager", {}).get("clips_per_s")
+        out = [(k, f"{v['clips_per_s']:.2f} clips/s", f"{v['clips_per_s'] / ref:.2f}x" if ref else "-")
+               for k, v in stats.items()]
+        if "stall" in data:
+            out.append(("input stall (fed by Grain vs in-memory)", f"{100 * data['stall']:.1f}%", "-"))
+        return out
+    if name == "dense_backward":
+        out = []
+        for m in re.finditer(r"^\| (\([^)]*\)) \| ([\d.]+) ms \| ([\d.]+) ms \| ([\d.]+)x \|$", stdout, re.M):
+            shape, t3, t2, ratio = m.groups()
+            out.append((f"MLP grad on [B, N, D] {shape}", f"{1e3 / float(t3):.0f} grads/s", "1.00x"))
+            out.append((f"MLP grad on [B*N, D] {shape}", f"{1e3 / float(t2):.0f} grads/s", f"{float(ratio):.2f}x"))
+        return out
+    return []
+
+
+def run_job(name: str, quick: bool, log) -> tuple[list[tuple[str, str, str]], str, float]:
+    script, prefix, full, small, limits = JOBS[name]
+    limit = limits[1] if quick else limits[0]
+    start = time.time()
+    cmd = [sys.executable, str(BENCH / script)] + (small if quick else full)
+    log(f"{name}: {' '.join(cmd[1:])} (limit {limit} s)")
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+        return [], f"ran out of its {limit} s", time.time() - start
+    seconds = time.time() - start
+    if proc.returncode:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
+        return [], f"failed (exit {proc.returncode}): {tail[0][:200]}", seconds
+    try:
+        rows = rows_of(name, newest_json(prefix, start) if prefix else None, proc.stdout)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+        return [], f"its output could not be read ({type(e).__name__}: {e})", seconds
+    return rows, "" if rows else "wrote no result", seconds
+
+
+def markdown(results: list, meta: dict) -> str:
+    cpu = meta["cpu"]
+    avx = {True: "with AVX-512", False: "no AVX-512", None: "AVX-512 unknown"}[cpu["avx512"]]
+    lines = [f"All benchmarks{' (--quick: smoke-test sizes, not measurements)' if meta['quick'] else ''}, "
+             f"{meta['time']}: device {meta['device']}; jax {meta['jax']}, torch {meta['torch']}; CPU {cpu['model']} "
+             f"({avx}, {meta['cpu_count']} cores); load average {meta['load_before']:.2f} before, "
+             f"{meta['load_after']:.2f} after; {meta['total_s']:.0f} s in all.", "",
+             "| benchmark | variant | throughput | ratio to its reference |", "|---|---|---:|---:|"]
+    for name, rows, problem, seconds in results:
+        for variant, throughput, ratio in rows:
+            lines.append(f"| {name} | {variant} | {throughput} | {ratio} |")
+        if problem:
+            lines.append(f"| {name} | - | {problem} | - |")
+    lines += ["", "References: torch_eager (inference, fine-tuning), PyTorch eager (train_step, pretrain_step), the "
+              "[B, N, D] layout (dense_backward). Sizes and arguments per benchmark: benchmarks/run_all.py JOBS; "
+              "each benchmark's own JSON is in benchmarks/results/."]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="small sizes: a smoke test (a few minutes on 2 CPU cores)")
+    p.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(JOBS)}")
+    p.add_argument("--out", default=str(RESULTS / "run_all.md"), help="where the Markdown table goes")
+    args = p.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(JOBS)
+    unknown = [n for n in names if n not in JOBS]
+    if unknown:
+        p.error(f"unknown benchmarks {unknown}; choose from {list(JOBS)}")
+
+    def log(msg):
+        print(f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.2f}] {msg}", file=sys.stderr, flush=True)
+
+    t0, load_before = time.time(), os.getloadavg()[0]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    meta = {"quick": args.quick, "cpu": cpu_info(), "cpu_count": os.cpu_count(), "load_before": load_before,
+            "time": time.strftime("%Y-%m-%d %H:%M"), **versions()}
+    results = []
+    for name in names:
+        rows, problem, seconds = run_job(name, args.quick, log)
+        log(f"{name}: {problem or 'done'} in {seconds:.0f} s")
+        results.append((name, rows, problem, seconds))
+    meta.update(load_after=os.getloadavg()[0], total_s=time.time() - t0)
+    text = markdown(results, meta)
+    print(text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text + "\n")
+    return 1 if any(problem for _, _, problem, _ in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
