@@ -36,7 +36,8 @@ class Preemption:
     """SIGTERM -> a flag; `agreed()` is True on every process as soon as any process got the signal."""
 
     def __init__(self):
-        self.requested = False
+        self.requested = False  # this process got SIGTERM
+        self.stopped = False  # the processes agreed to stop
         self._previous = None
 
     def __enter__(self):
@@ -53,12 +54,16 @@ class Preemption:
     def agreed(self) -> bool:
         """Called by every process at the same step: the OR of every process's flag."""
         if jax.process_count() == 1:
-            return self.requested
-        flags = multihost_utils.process_allgather(np.asarray([self.requested], np.int32))
-        return bool(np.asarray(flags).any())
+            self.stopped = self.requested
+        else:
+            flags = multihost_utils.process_allgather(np.asarray([self.requested], np.int32))
+            self.stopped = bool(np.asarray(flags).any())
+        return self.stopped
 
     def __exit__(self, *exc):
-        if self._previous is not None:
+        # After a stop, the handler stays: a scheduler's second SIGTERM (or one that reaches this host
+        # after another host's stop was agreed) must not kill the process while it saves and exits.
+        if self._previous is not None and not (self.requested or self.stopped):
             signal.signal(signal.SIGTERM, self._previous)
 
 

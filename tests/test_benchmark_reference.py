@@ -51,7 +51,7 @@ def _flat(params) -> dict[str, np.ndarray]:
     from fer_jax import train
 
     flat = jax.tree_util.tree_flatten_with_path(params.to_pure_dict())[0]
-    return {train.param_path(path): np.asarray(v) for path, v in flat}
+    return {train_state.param_path(path): np.asarray(v) for path, v in flat}
 
 
 def _torch_model(config, dims, flat, *, sdpa=True):

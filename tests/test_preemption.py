@@ -89,10 +89,11 @@ def test_sigterm_on_some_processes_saves_one_agreed_step(tiny_features, straight
     _wait_for_step(tmp_path, 10, procs)
     if who == "one process":
         procs[1].send_signal(signal.SIGTERM)  # process 0 never sees a signal
-    else:
+    else:  # process 1 gets its signal a moment later, when process 0 may already be stopping
         procs[0].send_signal(signal.SIGTERM)
-        _wait_for_step(tmp_path, 20, procs)
-        procs[1].send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        if procs[1].poll() is None:
+            procs[1].send_signal(signal.SIGTERM)
     errs = _finish(procs)  # both exit 0
     saved = [_saved_step(err) for err in errs]
     assert saved[0] == saved[1] < STEPS, saved
