@@ -60,11 +60,12 @@ def use_inference_defaults(environ=None, *, log=None) -> str | None:
     Returns the flags it set, or None when it left the environment alone. Logs one line either
     line when it sets them (what, and how to override) to stderr, or to `log`.
     """
-    environ = os.environ if environ is None else environ
+    real = environ is None  # this process's environment (a dict passed in is only described, as in tests)
+    environ = os.environ if real else environ
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
     if "XLA_FLAGS" in environ or not runs_on_cpu(environ):
         return None
-    if _backend_started():
+    if real and _backend_started():
         say("XLA inference defaults not applied: JAX's backend has already started (call "
             "fer_jax.xla_defaults.use_inference_defaults() before the first JAX computation).")
         return None
