@@ -9,7 +9,8 @@ multi-labelled clips. Labels are never read. Every clip's inputs are seen, the t
 included; `exclude_fold=k` leaves fold k out for a strictly inductive fold-k experiment.
 
 Variant: a '+'-joined modality subset (`face+pose`, default), then optional items: `demo`
-(synthetic data in data/tfds, a short run), features=<setup>, exclude_fold=k, steps=N.
+(synthetic data in data/tfds, a short run), generator=<name> (the face features it reads, default
+mini_xception_fer; e.g. resnet18), features=<setup>, exclude_fold=k, steps=N.
 """
 
 import ml_collections
@@ -18,15 +19,16 @@ from configs import fusion, variants
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    parsed = variants.parse(arg, file="omnivec.py", options=("features", "exclude_fold", "steps"), words=("demo",),
+    parsed = variants.parse(arg, file="omnivec.py", options=("features", "generator", "exclude_fold", "steps"), words=("demo",),
                             default_modalities="face+pose")
     flags, options = parsed.words, parsed.options
     modalities = "+".join(parsed.modalities)
     if "omnivec" in parsed.modalities:
         raise ValueError("configs/omnivec.py: OmniVec cannot read its own output; use face, pose or external.")
-    features = options.get("features", "mini_xception_fer")
+    generator = options.get("generator", "mini_xception_fer")  # which cached face features it reads
+    features = options.get("features", generator)
     # Modalities, optimizer and bookkeeping as the fusion config; no classifier, no labels.
-    c = fusion.get_config(f"{modalities},features={features}")
+    c = fusion.get_config(f"{modalities},features={features},generator={generator}")
     del c.loss
     del c.num_classes
     del c.eval_batch_size

@@ -167,7 +167,8 @@ def extract(config) -> str:
                                         batch_size=batch)
     mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if config.get("overwrite", False)
             else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
-    builder.download_and_prepare(file_format="array_record",
+    # an existing dataset already records array_record; TFDS refuses to be told again when overwriting it
+    builder.download_and_prepare(file_format=None if builder.is_prepared() else "array_record",
                                  download_config=tfds.download.DownloadConfig(download_mode=mode))
     existing = builder.info.metadata.get("setup")
     def core(d):  # what makes the numbers: where from and which generators

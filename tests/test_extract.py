@@ -80,3 +80,14 @@ def test_finetune_then_extract_the_finetuned_generator(tiny_tfds, tmp_path):
     frames = tfds.data_source("dfew/frames64", split="fold1", data_dir=data_dir, download=False)
     direct = np.asarray(jax.jit(lambda f: module(f))(np.stack(frames[0]["frames"])[None]))[0]
     np.testing.assert_allclose(source[0]["face_mini_xception_fer"], direct, rtol=1e-4, atol=1e-5)
+
+
+def test_overwrite_rewrites_an_existing_features_dataset(tiny_tfds, tmp_path):
+    """--config.overwrite=True on a dataset that exists rebuilds it (TFDS refused to set its file format again)."""
+    data_dir, _ = tiny_tfds
+    config = _extract_config(data_dir, str(tmp_path))
+    path = extract.extract(config)
+    stamp = os.path.getmtime(os.path.join(path, "dataset_info.json"))
+    config.overwrite = True
+    assert extract.extract(config) == path
+    assert os.path.getmtime(os.path.join(path, "dataset_info.json")) > stamp

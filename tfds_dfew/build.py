@@ -55,7 +55,9 @@ def build(
     if mode is not None:
         download_config.download_mode = mode
     builder._manual_dir_hint = manual_dir  # for its start line
-    builder.download_and_prepare(download_config=download_config, file_format="array_record")
+    # an existing dataset already records array_record; TFDS refuses to be told again when overwriting it
+    builder.download_and_prepare(download_config=download_config,
+                                 file_format=None if builder.is_prepared() else "array_record")
     return builder
 
 
