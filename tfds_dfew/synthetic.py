@@ -63,30 +63,42 @@ from PIL import Image
 # Project class order (index 0..6); the official CSV label is index + 1.
 
 from tfds_dfew import synthetic_hard
+from tfds_dfew.synthetic_openpose import openpose_frames  # noqa: F401  (this module's API)
 from tfds_dfew.synthetic_draw import (  # noqa: F401  (re-exported: this module's API)
     CLASS_NAMES,
     NUM_CLASSES,
     DEFAULT_CLASS_PROBS,
-    CLIP_DIR,
-    VARIABLE_DIR,
-    FIXED_DIR,
-    SPLIT_DIR,
-    TRAIN_DIR,
-    TEST_DIR,
-    OPENPOSE_DIR,
-    ANNOTATION_DIR,
-    ANNOTATION_FILE,
-    ANNOTATION_HEADER,
-    NUM_ANNOTATORS,
-    NUM_FOLDS,
-    NUM_FRAMES_16F,
     _EXPRESSIONS,
     _class_weights,
     clip_rng,
     draw_clip,
-    openpose_frames,
-    resample_indices,
 )
+
+CLIP_DIR = "Clip"
+VARIABLE_DIR = "clip_224x224"
+FIXED_DIR = "clip_224x224_16f"
+SPLIT_DIR = "EmoLabel_DataSplit"
+TRAIN_DIR = "train(single-labeled)"
+TEST_DIR = "test(single-labeled)"
+OPENPOSE_DIR = "OpenPose"
+ANNOTATION_DIR = "Annotation"
+ANNOTATION_FILE = "annotation.xlsx"
+ANNOTATION_HEADER = ("1happy", "2sad", "3neutral", "4angry", "5surprise", "6disgust", "7fear", "order", "label")
+NUM_ANNOTATORS = 10
+NUM_FOLDS = 5
+NUM_FRAMES_16F = 16
+
+
+def resample_indices(num_frames: int, num_out: int = NUM_FRAMES_16F) -> np.ndarray:
+    """Uniformly spaced frame indices int64[num_out] over [0, num_frames), first and last kept.
+
+    Clips shorter than num_out repeat frames (numpy.linspace, rounded).
+    """
+    if num_frames <= 0:
+        raise ValueError(f"num_frames must be positive, got {num_frames}")
+    positions = np.linspace(0.0, num_frames - 1, num_out)
+    return np.clip(np.round(positions), 0, num_frames - 1).astype(np.int64)
+
 
 # ----------------------------------------------------------------------------- split CSVs
 def _csv_id(clip_id, pad_ids: bool) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from tfds_dfew import synthetic_draw as base
+from tfds_dfew import synthetic_openpose
 
 GESTURES = ("rest", "talk", "fold", "startle", "cower", "pound", "fend")
 
@@ -328,7 +329,7 @@ def _person(body, detected, face, hands, hand_lost, width, height) -> dict:
         return points
 
     body = clean(body, np.asarray(detected))
-    doc = base._person_json(body, clean(face, np.ones(70, bool)))
+    doc = synthetic_openpose._person_json(body, clean(face, np.ones(70, bool)))
     for k, key in enumerate(("hand_right_keypoints_2d", "hand_left_keypoints_2d")):
         wrist_found = body[4 if k == 0 else 7, 2] > 0
         hand = clean(hands[k], np.full(21, wrist_found and not hand_lost[k]))
