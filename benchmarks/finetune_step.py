@@ -40,26 +40,12 @@ from pathlib import Path
 
 import numpy as np
 
+import machine  # benchmarks/machine.py: the folder of a script run as `python benchmarks/x.py` is on sys.path
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 sys.path.insert(0, str(REPO))
 PREFIX = "@@"
-
-
-def cpu_info() -> dict:
-    """CPU model name and whether it has AVX-512 (from /proc/cpuinfo)."""
-    model, avx512 = "unknown", None
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {"model": model, "avx512": avx512}
-    for line in text.splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-        elif line.startswith("flags"):
-            avx512 = "avx512f" in line.split(":", 1)[1].split()
-            break
-    return {"model": model, "avx512": avx512}
 
 
 def bench_config(args, data_dir: str):
@@ -323,7 +309,7 @@ def main(args) -> dict:
                       "crop": (jx.get("shapes", {}).get("face") or [0, 0])[1], "params": jx.get("params", 0),
                       "torch_params": ready.get("torch_eager", {}).get("params", 0),
                       "pipeline_alone_clips_per_s": jx.get("pipeline_alone_clips_per_s", 0.0),
-                      "cpu": cpu_info(), "cpu_count": os.cpu_count(), "load_before": load_before,
+                      "cpu": machine.cpu_info(), "cpu_count": os.cpu_count(), "load_before": load_before,
                       "load_after": os.getloadavg()[0], "jax": jax.__version__, "torch": torch.__version__,
                       "device": jx.get("device"), "xla_flags": os.environ.get("XLA_FLAGS", ""),
                       "time": time.strftime("%Y-%m-%dT%H:%M:%S")}

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import queue
 import subprocess
 import sys
@@ -39,6 +38,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+import machine  # benchmarks/machine.py: the folder of a script run as `python benchmarks/x.py` is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -196,22 +197,6 @@ class Worker:
         self.stderr.close()
 
 
-def cpu_description() -> dict:
-    """CPU model name and whether it has AVX-512 (from /proc/cpuinfo; platform's answer elsewhere)."""
-    model, avx512 = platform.processor() or platform.machine(), None
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {"model": model, "avx512": avx512}
-    for line in text.splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-        elif line.startswith("flags"):
-            avx512 = "avx512f" in line.split(":", 1)[1].split()
-            break
-    return {"model": model, "avx512": avx512}
-
-
 def _busy_cpu_seconds(pids: list[int]) -> tuple[float, float] | None:
     """(CPU seconds all programs used, CPU seconds of `pids`) so far, from /proc; None elsewhere."""
     try:
@@ -339,7 +324,7 @@ def main(args) -> dict:
             rows[name]["ratio_to_torch_eager"] = rows[name]["frames_per_s"] / rows["torch_eager"]["frames_per_s"]
     meta = {
         "batch": args.batch, "frame_size": args.frame_size, "repeats": args.repeats, "weights": weights,
-        "cpu_count": os.cpu_count(), "cpu": cpu_description(), "load_before": load_before,
+        "cpu_count": os.cpu_count(), "cpu": machine.cpu_info(), "load_before": load_before,
         "load_during": loads, "load_after": os.getloadavg()[0], "other_programs_cpu_cores": other,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "quick": args.quick,
     }

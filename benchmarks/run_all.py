@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+import machine  # benchmarks/machine.py: the folder of a script run as `python benchmarks/x.py` is on sys.path
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
 RESULTS = BENCH / "results"
@@ -51,21 +53,6 @@ JOBS = {
                       ["--quick", "--no-compile", "--rounds", "1"], (100, 180)),
     "dense_backward": ("dense_backward.py", None, [], [], (25, 40)),
 }
-
-
-def cpu_info() -> dict:
-    model, avx512 = "unknown", None
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {"model": model, "avx512": avx512}
-    for line in text.splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-        elif line.startswith("flags"):
-            avx512 = "avx512f" in line.split(":", 1)[1].split()
-            break
-    return {"model": model, "avx512": avx512}
 
 
 def versions() -> dict:
@@ -172,7 +159,7 @@ def main(argv=None) -> int:
 
     t0, load_before = time.time(), os.getloadavg()[0]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    meta = {"quick": args.quick, "cpu": cpu_info(), "cpu_count": os.cpu_count(), "load_before": load_before,
+    meta = {"quick": args.quick, "cpu": machine.cpu_info(), "cpu_count": os.cpu_count(), "load_before": load_before,
             "time": time.strftime("%Y-%m-%d %H:%M"), **versions()}
     results = []
     for name in names:
