@@ -34,14 +34,12 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from fer_jax.models.wav2vec2 import WAV2VEC2_BASE, SpeechEncoderConfig, Wav2Vec2Encoder
 from fer_jax.weights.vit_loaders import read_state_dict
-from fer_jax.weights.report import SHOW as _SHOW, LoadReport as _BaseReport
+from fer_jax.weights.report import SHOW as _SHOW, Entry, LoadReport as _BaseReport, apply_entries
 
 _FAMILIES = ("wav2vec2", "hubert", "wavlm", "data2vec_audio", "unispeech", "unispeech_sat", "sew", "sew_d")
 _TOWER_ROOTS = ("feature_extractor.", "feature_projection.", "encoder.", "masked_spec_embed", "adapter.")
@@ -142,7 +140,6 @@ def _check_architecture(source: str, family: str | None, held: Mapping[str, Any]
 
 # -- entries: (model variable name, variable, file keys, conversion) ---------------------------
 
-Entry = tuple[str, nnx.Variable, tuple[str, ...], Callable[[list[np.ndarray]], np.ndarray]]
 
 
 def _one(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[list[np.ndarray]], np.ndarray]:
@@ -210,53 +207,6 @@ def _entries(m: Wav2Vec2Encoder, tower: Mapping[str, Any]) -> Iterator[Entry]:
 # -- the load -----------------------------------------------------------------------------------
 
 
-def _is_abstract(var: nnx.Variable) -> bool:
-    return isinstance(var.get_value(), jax.ShapeDtypeStruct)
-
-
-def _apply(module: nnx.Module, entries: list[Entry], tower: dict[str, np.ndarray], report: AudioLoadReport,
-           strict: bool) -> AudioLoadReport:
-    n_params = len(nnx.to_flat_state(nnx.state(module, nnx.Param)))
-    if n_params != len(entries):  # a network with parameters the key map does not know: a bug here
-        raise AssertionError(f"{report.model_arch}: {n_params} parameters but {len(entries)} key-map entries")
-    used: set[str] = set()
-    updates, unfilled = [], []
-    for name, var, keys, convert in entries:
-        absent = [k for k in keys if k not in tower]
-        if absent:
-            report.missing.extend(absent)
-            unfilled.append(name)
-            continue
-        used.update(keys)
-        array = convert([np.asarray(tower[k]) for k in keys])
-        want = tuple(var.get_value().shape)
-        if tuple(array.shape) != want:
-            report.mismatched.append((keys[0], tuple(tower[keys[0]].shape), want))
-            unfilled.append(name)
-            continue
-        updates.append((var, array))
-        report.loaded.extend(k for k in keys if k not in report.loaded)
-    report.unexpected = [k for k in tower if k not in used]
-    report.missing = list(dict.fromkeys(report.missing))
-    if report.mismatched:
-        shown = "; ".join(f"{k}: file {list(a)} vs model {list(b)}" for k, a, b in report.mismatched[:_SHOW])
-        raise ValueError(f"{report.source} has layers of other shapes than the {report.model_arch} model ({shown}); "
-                         "nothing was written")
-    if strict and not report.ok:
-        raise ValueError(f"strict load of {report.source} failed (nothing was written):\n{report}")
-    abstract = [name for name, var, _, _ in entries if name in unfilled and _is_abstract(var)]
-    if abstract:
-        raise ValueError(
-            f"the model was built abstract (nnx.eval_shape) but {report.source} does not fill "
-            f"{', '.join(abstract[:_SHOW])}{' ...' if len(abstract) > _SHOW else ''} (nothing was written); build it "
-            "with concrete parameters so that those keep their initialisation"
-        )
-    for var, array in updates:
-        # A private copy: a numpy view of a live torch tensor must not alias the model's buffers.
-        var.set_value(jnp.asarray(np.array(array, dtype=np.float32, copy=True)))
-    return report
-
-
 def load_speech_encoder(module: Wav2Vec2Encoder, path: str | os.PathLike, *, strict: bool = False) -> AudioLoadReport:
     """Copy a transformers wav2vec 2.0 / HuBERT encoder from `path` into `module` (a Wav2Vec2Encoder), in place.
 
@@ -288,4 +238,4 @@ def load_speech_encoder(module: Wav2Vec2Encoder, path: str | os.PathLike, *, str
         report.notes.append("masked_spec_embed (SpecAugment's training-time mask vector) was not used")
     if family is None:
         report.notes.append(f"the file names no model family (no prefix, no config.json): assumed {cfg.family}")
-    return _apply(module, list(_entries(module, tower)), tower, report, strict)
+    return apply_entries(module, list(_entries(module, tower)), tower, report, strict)

@@ -32,15 +32,14 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
 from fer_jax.models.vit import CLIP_B16, CLIP_L14, SIGLIP_B16, ClipViT, SiglipViT, ViTConfig
-from fer_jax.weights.report import SHOW as _SHOW, LoadReport as _BaseReport, to_numpy as _to_numpy
+from fer_jax.weights.report import SHOW as _SHOW, Entry, LoadReport as _BaseReport, apply_entries
+from fer_jax.weights.report import to_numpy as _to_numpy
 
 _KNOWN = {(c.width, c.depth, c.patch, c.embed_dim): c.name for c in (CLIP_B16, CLIP_L14, SIGLIP_B16)}
 
@@ -144,7 +143,6 @@ def _cfg_name(cfg: ViTConfig) -> str:
 
 # -- entries: (model variable, file keys, conversion) -----------------------------------------
 
-Entry = tuple[str, nnx.Variable, tuple[str, ...], Callable[[list[np.ndarray]], np.ndarray]]
 
 
 def _one(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[list[np.ndarray]], np.ndarray]:
@@ -223,53 +221,6 @@ def _siglip_entries(m: SiglipViT) -> Iterator[Entry]:
 # -- the shared load ---------------------------------------------------------------------------
 
 
-def _is_abstract(var: nnx.Variable) -> bool:
-    return isinstance(var.get_value(), jax.ShapeDtypeStruct)
-
-
-def _apply(module: nnx.Module, entries: list[Entry], tower: dict[str, np.ndarray], report: ViTLoadReport,
-           strict: bool) -> ViTLoadReport:
-    n_params = len(nnx.to_flat_state(nnx.state(module, nnx.Param)))
-    if n_params != len(entries):  # a tower with parameters the key map does not know: a bug here
-        raise AssertionError(f"{report.model_arch}: {n_params} parameters but {len(entries)} key-map entries")
-    used: set[str] = set()
-    updates, unfilled = [], []
-    for name, var, keys, convert in entries:
-        absent = [k for k in keys if k not in tower]
-        if absent:
-            report.missing.extend(absent)
-            unfilled.append(name)
-            continue
-        used.update(keys)
-        array = convert([tower[k] for k in keys])
-        want = tuple(var.get_value().shape)
-        if tuple(array.shape) != want:
-            report.mismatched.append((keys[0], tuple(tower[keys[0]].shape), want))
-            unfilled.append(name)
-            continue
-        updates.append((var, array))
-        report.loaded.extend(k for k in keys if k not in report.loaded)
-    report.unexpected = [k for k in tower if k not in used]
-    report.missing = list(dict.fromkeys(report.missing))
-    if report.mismatched:
-        shown = "; ".join(f"{k}: file {list(a)} vs model {list(b)}" for k, a, b in report.mismatched[:_SHOW])
-        raise ValueError(f"{report.source} has layers of other shapes than the {report.model_arch} model ({shown}); "
-                         "nothing was written")
-    if strict and not report.ok:
-        raise ValueError(f"strict load of {report.source} failed (nothing was written):\n{report}")
-    abstract = [name for name, var, _, _ in entries if name in unfilled and _is_abstract(var)]
-    if abstract:
-        raise ValueError(
-            f"the model was built abstract (nnx.eval_shape) but {report.source} does not fill "
-            f"{', '.join(abstract[:_SHOW])}{' ...' if len(abstract) > _SHOW else ''} (nothing was written); build it "
-            "with concrete parameters so that those keep their initialisation"
-        )
-    for var, array in updates:
-        # A private copy: a numpy view of a live torch tensor must not alias the model's buffers.
-        var.set_value(jnp.asarray(np.array(array, dtype=np.float32, copy=True)))
-    return report
-
-
 def load_openclip(module: ClipViT, path: str | os.PathLike, *, strict: bool = False) -> ViTLoadReport:
     """Copy an open_clip ViT image tower (OpenAI layout) from `path` into `module`, in place.
 
@@ -298,7 +249,7 @@ def load_openclip(module: ClipViT, path: str | os.PathLike, *, strict: bool = Fa
     report = ViTLoadReport(source, _arch_name(*held), cfg.name, unused=unused)
     if unused:
         report.notes.append(f"whole CLIP model: the {len(unused)} non-visual entries (text tower) were not used")
-    return _apply(module, list(_clip_entries(module)), tower, report, strict)
+    return apply_entries(module, list(_clip_entries(module)), tower, report, strict)
 
 
 def load_siglip(module: SiglipViT, path: str | os.PathLike, *, strict: bool = False) -> ViTLoadReport:
@@ -332,4 +283,4 @@ def load_siglip(module: SiglipViT, path: str | os.PathLike, *, strict: bool = Fa
     report = ViTLoadReport(source, _arch_name(*held), cfg.name, unused=unused)
     if unused:
         report.notes.append(f"whole SigLIP model: the {len(unused)} text-tower / logit entries were not used")
-    return _apply(module, list(_siglip_entries(module)), tower, report, strict)
+    return apply_entries(module, list(_siglip_entries(module)), tower, report, strict)
