@@ -34,15 +34,14 @@ import argparse
 import json
 import os
 import platform
-import queue
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
+
+from workers import Worker, send, serve  # benchmarks/workers.py: a script's folder is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -71,10 +70,6 @@ def all_variants(xla_variants: dict[str, str], model: str = "resnet18") -> dict[
 
 
 # ----------------------------------------------------------------------------- workers
-
-
-def _say(kind: str, **payload) -> None:
-    print(PREFIX + json.dumps({"kind": kind, **payload}), flush=True)
 
 
 def _torch_worker(variant: str, workdir: Path, warmup: int, model_name: str = "resnet18"):
@@ -157,69 +152,27 @@ def worker_main(args) -> None:
         else:
             step, out, first, info = _flax_worker(args.worker, spec["folded"], workdir, args.warmup, args.model)
     except Exception as e:  # reported to the main process, which skips the variant
-        _say("failed", error=f"{type(e).__name__}: {e}"[:500])
+        send("failed", error=f"{type(e).__name__}: {e}"[:500])
         return
     np.save(workdir / f"out_{args.worker}.npy", out)
-    _say("ready", first_call_s=first, info=info)
-    for line in sys.stdin:
-        if line.strip() != "run":
-            break
-        t0 = time.perf_counter()
-        step()
-        _say("time", seconds=time.perf_counter() - t0)
+    serve(step, first, info)
 
 
 # ----------------------------------------------------------------------------- main process
 
 
-class Worker:
-    """A variant's worker process and a thread that forwards its protocol lines to a queue."""
-
-    def __init__(self, name: str, spec: dict, args, workdir: Path):
-        env = dict(os.environ)
-        env.pop("XLA_FLAGS", None)
-        if spec["xla_flags"]:
-            env["XLA_FLAGS"] = spec["xla_flags"]
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--workdir", str(workdir)]
-        cmd += ["--warmup", str(args.warmup), "--model", args.model]
-        for vname, flags in args.xla_variant:
-            cmd += ["--xla-variant", f"{vname}={flags}"]
-        self.name = name
-        self.log = open(workdir / f"{name}.stderr", "w")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
-        self.lines: queue.Queue = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        for line in self.proc.stdout:
-            if line.startswith(PREFIX):
-                self.lines.put(json.loads(line[len(PREFIX) :]))
-        self.lines.put({"kind": "failed", "error": f"worker exited (code {self.proc.wait()}); see {self.log.name}"})
-
-    def receive(self, timeout: float) -> dict:
-        try:
-            return self.lines.get(timeout=timeout)
-        except queue.Empty:
-            return {"kind": "failed", "error": f"no answer within {timeout:.0f} s"}
-
-    def time_one(self) -> float:
-        self.proc.stdin.write("run\n")
-        self.proc.stdin.flush()
-        msg = self.receive(600)
-        if msg["kind"] != "time":
-            raise RuntimeError(f"{self.name}: {msg.get('error')}")
-        return msg["seconds"]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.write("quit\n")
-                self.proc.stdin.flush()
-                self.proc.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-        self.log.close()
+def start_worker(name: str, spec: dict, args, workdir: Path) -> Worker:
+    """A variant's worker process, under its own XLA flags (they are per process)."""
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    if spec["xla_flags"]:
+        env["XLA_FLAGS"] = spec["xla_flags"]
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--workdir", str(workdir)]
+    cmd += ["--warmup", str(args.warmup), "--model", args.model]
+    for vname, flags in args.xla_variant:
+        cmd += ["--xla-variant", f"{vname}={flags}"]
+    return Worker(name, cmd, env, workdir)
 
 
 def _cpu_model() -> str:
@@ -335,7 +288,7 @@ def main(args) -> None:
         workers, rows = {}, {}
         for name in names:  # one at a time, so that compile times are not disturbed by each other
             print(f"starting {name} ...", file=sys.stderr, flush=True)
-            w = Worker(name, variants[name], args, workdir)
+            w = start_worker(name, variants[name], args, workdir)
             msg = w.receive(args.compile_timeout if name == "torch_compile" else 600)
             row = {"variant": name, "xla_flags": variants[name]["xla_flags"], "folded": variants[name]["folded"]}
             if msg["kind"] != "ready":
@@ -354,7 +307,7 @@ def main(args) -> None:
         for r in range(args.repeats):
             order = live[r % len(live) :] + live[: r % len(live)]
             for name in order:
-                rows[name]["times_s"].append(workers[name].time_one())
+                rows[name]["times_s"].append(workers[name].time_call())
             loads.append(os.getloadavg()[0])
             print(f"repeat {r + 1}/{args.repeats} done (load {loads[-1]:.2f})", file=sys.stderr, flush=True)
         cpu_end, wall = _cpu_seconds(pids), time.perf_counter() - wall_start

@@ -29,17 +29,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-import machine  # benchmarks/machine.py: the folder of a script run as `python benchmarks/x.py` is on sys.path
+import machine  # benchmarks/machine.py and workers.py: a script's folder is on sys.path
+from workers import Worker, send, serve
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -49,10 +47,6 @@ QUICK = {"batch": 8, "repeats": 3, "warmup": 1, "frame_size": 32}
 
 
 # ----------------------------------------------------------------------------- worker processes
-
-
-def _send(kind: str, **payload) -> None:
-    print(TAG + json.dumps({"kind": kind, **payload}), flush=True)
 
 
 def _torch_variant(name: str, workdir: Path, warmup: int):
@@ -135,66 +129,21 @@ def worker_main(args) -> None:
     try:
         call, out, first, info = build(args.worker, workdir, args.warmup)
     except Exception as err:  # the main process reports the variant as skipped
-        _send("failed", error=f"{type(err).__name__}: {err}"[:400])
+        send("failed", error=f"{type(err).__name__}: {err}"[:400])
         return
     np.save(workdir / f"out_{args.worker}.npy", out)
-    _send("ready", first_call_s=first, info=info)
-    for line in sys.stdin:
-        if line.strip() != "run":
-            break
-        start = time.perf_counter()
-        call()
-        _send("time", seconds=time.perf_counter() - start)
+    serve(call, first, info)
 
 
 # ----------------------------------------------------------------------------- main process
 
 
-class Worker:
-    """One variant's process; a thread forwards its tagged stdout lines to a queue."""
-
-    def __init__(self, name: str, args, workdir: Path):
-        env = dict(os.environ)
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--workdir", str(workdir),
-               "--warmup", str(args.warmup)]
-        self.name = name
-        self.stderr = open(workdir / f"{name}.stderr", "w")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
-                                     text=True, env=env)
-        self.messages: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            if line.startswith(TAG):
-                self.messages.put(json.loads(line[len(TAG):]))
-        self.messages.put({"kind": "failed", "error": f"worker exited with code {self.proc.wait()}; "
-                                                      f"see {self.stderr.name}"})
-
-    def receive(self, timeout: float) -> dict:
-        try:
-            return self.messages.get(timeout=timeout)
-        except queue.Empty:
-            return {"kind": "failed", "error": f"no answer within {timeout:.0f} s"}
-
-    def time_call(self) -> float:
-        self.proc.stdin.write("run\n")
-        self.proc.stdin.flush()
-        msg = self.receive(600)
-        if msg["kind"] != "time":
-            raise RuntimeError(f"{self.name}: {msg.get('error')}")
-        return msg["seconds"]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.write("quit\n")
-                self.proc.stdin.flush()
-                self.proc.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-        self.stderr.close()
+def start_worker(name: str, args, workdir: Path) -> Worker:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--workdir", str(workdir),
+           "--warmup", str(args.warmup)]
+    return Worker(name, cmd, env, workdir)
 
 
 def _busy_cpu_seconds(pids: list[int]) -> tuple[float, float] | None:
@@ -285,7 +234,7 @@ def main(args) -> dict:
         workers: dict[str, Worker] = {}
         for name in names:  # started one at a time so that compilations do not disturb each other
             print(f"starting {name} ...", file=sys.stderr, flush=True)
-            worker = Worker(name, args, workdir)
+            worker = start_worker(name, args, workdir)
             msg = worker.receive(args.compile_timeout if name == "torch_compile" else 600)
             rows[name] = {"variant": name}
             if msg["kind"] == "ready":

@@ -1,0 +1,80 @@
+"""Benchmark plumbing shared by the inference benchmarks: one worker process per contender, timed in turn.
+
+A worker builds its contender, saves its output (so the main process can compare them), sends
+'ready', then times one call per 'run' line read on stdin (`serve`). The main process starts
+workers (`Worker`) and interleaves single timed calls over them, so load from other programs hits
+every contender alike. Messages are JSON lines on stdout behind a tag; anything else a worker
+prints is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+TAG = "@@bench@@"
+
+
+def send(kind: str, **payload) -> None:
+    """A message from a worker to the main process."""
+    print(TAG + json.dumps({"kind": kind, **payload}), flush=True)
+
+
+def serve(call: Callable[[], object], first_call_s: float, info: dict) -> None:
+    """Worker side: report ready, then time one `call()` per 'run' line on stdin until anything else."""
+    send("ready", first_call_s=first_call_s, info=info)
+    for line in sys.stdin:
+        if line.strip() != "run":
+            break
+        start = time.perf_counter()
+        call()
+        send("time", seconds=time.perf_counter() - start)
+
+
+class Worker:
+    """One contender's process (`cmd`, `env`); a thread forwards its tagged stdout lines to a queue."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict, workdir: Path):
+        self.name = name
+        self.log = open(Path(workdir) / f"{name}.stderr", "w")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                     env=env)
+        self.messages: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            if line.startswith(TAG):
+                self.messages.put(json.loads(line[len(TAG):]))
+        self.messages.put({"kind": "failed", "error": f"worker exited (code {self.proc.wait()}); see {self.log.name}"})
+
+    def receive(self, timeout: float) -> dict:
+        try:
+            return self.messages.get(timeout=timeout)
+        except queue.Empty:
+            return {"kind": "failed", "error": f"no answer within {timeout:.0f} s"}
+
+    def time_call(self) -> float:
+        """Seconds of one timed call in the worker."""
+        self.proc.stdin.write("run\n")
+        self.proc.stdin.flush()
+        msg = self.receive(600)
+        if msg["kind"] != "time":
+            raise RuntimeError(f"{self.name}: {msg.get('error')}")
+        return msg["seconds"]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+        self.log.close()
