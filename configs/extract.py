@@ -3,13 +3,17 @@
     python -m fer_jax.extract --config configs/extract.py:mini_xception_fer
     python -m fer_jax.extract --config configs/extract.py:resnet18 --config.generators.face_resnet18.weights=PATH.pth
     python -m fer_jax.extract --config configs/extract.py:mini_xception_fer+resnet18 ...
+    python -m fer_jax.extract --config configs/extract.py:mini_xception_fer+wav2vec2_base,source=frames112_pose_audio
     python -m fer_jax.extract --config configs/extract.py:omnivec,run=runs/omnivec
     python -m fer_jax.extract --config configs/extract.py:npy,path=~/my_embeddings,features=mini_xception_fer
 
 Variant = generator names joined by '+', then optional key=value items:
   source=<dfew config>   frame generators read `dfew/<source>` (default frames112; e.g.
-                         frames112_pose carries the OpenPose keypoints along). Each frame generator
-                         becomes the feature key `face_<generator>`.
+                         frames112_pose carries the OpenPose keypoints along; with an audio
+                         generator the default is frames112_audio). Each frame generator becomes
+                         the feature key `face_<generator>`, each audio generator (wav2vec2_base,
+                         hubert_base, logmel) `audio_<generator>` (+ `audio_mask`). An `_audio`
+                         source's sound is carried along either way.
   run=<workdir>          `omnivec`: the pretraining run (python -m fer_jax.pretrain) to take the
                          network from. Feature key `omnivec`.
   path=<folder>          `npy`: one <clip id>.npy per clip (fer_jax.data.embeddings). Feature key
@@ -40,13 +44,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.generators = ml_collections.ConfigDict()
     c.batch_size = 16
     c.overwrite = False
+    c.max_audio_seconds = 30.0  # audio generators: a longer track keeps 30 s spread over its 16 slices
     if not frame_free:
-        c.source = ml_collections.ConfigDict({"name": f"dfew/{options.get('source', 'frames112')}",
+        specs = {name: generators_lib.get(name) for name in names}
+        default_source = "frames112_audio" if any(g.modality == "audio" for g in specs.values()) else "frames112"
+        c.source = ml_collections.ConfigDict({"name": f"dfew/{options.get('source', default_source)}",
                                               "data_dir": "data/tfds"})
         c.output = ml_collections.ConfigDict({"name": "_".join(names), "data_dir": "data/tfds"})
-        for name in names:
-            generators_lib.get(name)
-            c.generators[f"face_{name}"] = ml_collections.ConfigDict(
+        for name, spec in specs.items():
+            c.generators[f"{spec.key_prefix}{name}"] = ml_collections.ConfigDict(
                 {"generator": name, "weights": options.get("weights", ""), "checkpoint": "", "modality": ""})
         return c
     kind = frame_free[0]

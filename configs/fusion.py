@@ -5,11 +5,14 @@
     python -m fer_jax.train --config configs/fusion.py:face,generator=resnet18 --workdir runs/r18_f1
 
 The variant is a comma-separated list: a '+'-joined modality subset first (`face`, `pose`,
-`omnivec`, `external`, e.g. `face+pose+omnivec`), then optional key=value items: fold=1..5,
+`omnivec`, `external`, `audio`, e.g. `face+pose+omnivec`), then optional key=value items: fold=1..5,
 generator=<name> (which cached features the face modality reads), features=<dfew_features setup
 name> (default: the generator's, with `_omnivec` / `_external` appended for those modalities),
 omnivec_run=<pretraining workdir> (fine-tune that OmniVec end to end instead of reading its
-extracted features).
+extracted features), audio=conv|logmel|wav2vec2_base|hubert_base (how the sound is read: `conv`,
+the default, trains a log-mel + 1-D conv tokenizer on the raw sound the features dataset carries
+from a dfew/*_audio build; a generator name reads its cached features `audio_<name>`, extracted
+next to the face features, e.g. configs/extract.py:mini_xception_fer+wav2vec2_base).
 Extract the features first: python -m fer_jax.extract --config configs/extract.py:<generator>
 (then configs/extract.py:omnivec,run=... or configs/extract.py:npy,path=... for those modalities).
 """
@@ -18,7 +21,8 @@ import ml_collections
 
 from configs import variants
 
-OPTIONS = ("fold", "generator", "features", "omnivec_run")
+OPTIONS = ("fold", "generator", "features", "omnivec_run", "audio")
+AUDIO_GENERATORS = ("logmel", "wav2vec2_base", "hubert_base")  # audio=<one of these>: cached features
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -26,8 +30,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     modalities, options = variant.modalities, variant.options
     generator = options.get("generator", "mini_xception_fer")
     omnivec_run = options.get("omnivec_run", "")  # fine-tune this pretraining run's OmniVec
-    # Cached features: the face generator's, plus the OmniVec / external keys extracted next to them.
-    default_features = (generator + ("_omnivec" if "omnivec" in modalities and not omnivec_run else "")
+    audio = options.get("audio", "conv")
+    if audio != "conv" and audio not in AUDIO_GENERATORS:
+        raise ValueError(f"configs/fusion.py: audio={audio!r}: expected conv or one of {list(AUDIO_GENERATORS)}.")
+    cached_audio = "audio" in modalities and audio != "conv"
+    # Cached features: the face generator's (+ an audio generator's), plus the OmniVec / external keys
+    # extracted next to them.
+    default_features = (generator + (f"_{audio}" if cached_audio else "")
+                        + ("_omnivec" if "omnivec" in modalities and not omnivec_run else "")
                         + ("_external" if "external" in modalities else ""))
     c = ml_collections.ConfigDict()
     c.seed = 0
@@ -46,6 +56,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "omnivec": {"input": "omnivec", "tokenizer": "linear", "generator": "omnivec", "checkpoint": ""},
         # per-clip embeddings of an external model (configs/extract.py:npy)
         "external": {"input": "external", "tokenizer": "linear", "generator": "npy", "checkpoint": ""},
+        # the clip's sound: raw (carried from a dfew/*_audio build) through a log-mel conv tokenizer,
+        # or an audio generator's cached per-slice features (masked by the dataset's audio_mask)
+        "audio": ({"input": "audio", "tokenizer": "audio_conv", "generator": "", "checkpoint": ""} if not cached_audio
+                  else {"input": f"audio_{audio}", "tokenizer": "linear", "generator": audio, "checkpoint": ""}),
     }
     if omnivec_run:  # the OmniVec network itself, on its own inputs, fine-tuned with the transformer
         available["omnivec"] = {"input": "", "tokenizer": "omnivec", "checkpoint": omnivec_run,
@@ -57,6 +71,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict({"crop_size": 0, "flip": False, "read_threads": 2, "prefetch": 8,
                                         "keypoint_min_confidence": 0.05})
+    # Raw sound: every clip's track padded to this length; a longer one keeps this much spread over its
+    # 16 time slices (fer_jax.data.audio.fit). DFEW's clips last 2-5 s.
+    c.data.audio_seconds = 6.0
     # Training order: 'shuffle' (a new permutation of the split each epoch) or 'class_balanced' (a clip
     # of class c drawn with probability proportional to n_c ** -balance_power: 1 makes every class
     # equally frequent, 0 keeps the data's class frequencies).

@@ -10,7 +10,10 @@ included; `exclude_fold=k` leaves fold k out for a strictly inductive fold-k exp
 
 Variant: a '+'-joined modality subset (`face+pose`, default), then optional items: `demo`
 (synthetic data in data/tfds, a short run), generator=<name> (the face features it reads, default
-mini_xception_fer; e.g. resnet18), features=<setup>, exclude_fold=k, steps=N.
+mini_xception_fer; e.g. resnet18), features=<setup>, exclude_fold=k, steps=N, audio=<generator>
+(with the `audio` modality: the cached audio features it reconstructs, default logmel; e.g.
+face+pose+audio reads dfew_features/mini_xception_fer_logmel, extracted with
+configs/extract.py:mini_xception_fer+logmel,source=frames112_pose_audio).
 """
 
 import ml_collections
@@ -19,16 +22,22 @@ from configs import fusion, variants
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    parsed = variants.parse(arg, file="omnivec.py", options=("features", "generator", "exclude_fold", "steps"), words=("demo",),
+    parsed = variants.parse(arg, file="omnivec.py", options=("features", "generator", "exclude_fold", "steps", "audio"), words=("demo",),
                             default_modalities="face+pose")
     flags, options = parsed.words, parsed.options
     modalities = "+".join(parsed.modalities)
     if "omnivec" in parsed.modalities:
         raise ValueError("configs/omnivec.py: OmniVec cannot read its own output; use face, pose or external.")
     generator = options.get("generator", "mini_xception_fer")  # which cached face features it reads
-    features = options.get("features", generator)
+    audio = options.get("audio", "logmel")  # per-slice vectors it can reconstruct (not the raw sound)
+    if audio == "conv":
+        raise ValueError("configs/omnivec.py: audio=conv reads the raw sound, which OmniVec cannot reconstruct per "
+                         "frame; use cached audio features (audio=logmel or a speech encoder).")
+    with_audio = "audio" in parsed.modalities
+    features = options.get("features", generator + (f"_{audio}" if with_audio else ""))
     # Modalities, optimizer and bookkeeping as the fusion config; no classifier, no labels.
-    c = fusion.get_config(f"{modalities},features={features},generator={generator}")
+    c = fusion.get_config(f"{modalities},features={features},generator={generator}"
+                          + (f",audio={audio}" if with_audio else ""))
     del c.loss
     del c.num_classes
     del c.eval_batch_size

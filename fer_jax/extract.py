@@ -7,6 +7,9 @@
 Writes the TFDS dataset `dfew_features/<config.output.name>` (every split of the source) whose
 records hold one float32[16, F] array per generator entry, keyed by the entry's name, next to the
 source's own arrays (keypoints; or the features of a features source). Generators:
+  - audio generators (wav2vec2_base, hubert_base, logmel) on the clips' sound, from a
+    `dfew/<frames config>_audio` build (or features made from one): key `audio_<name>`
+    float32[16, F] (one vector per time slice of the clip) plus `audio_mask` float32[16];
   - frame generators (mini_xception_fer, resnet18/34/50) on a `dfew/<frames config>` source,
     pretrained as shipped/supplied, or fine-tuned: `checkpoint=<workdir of a run>` takes the
     generator's weights from that run's newest checkpoint (the run trained a `generator` tokenizer);
@@ -29,6 +32,7 @@ from flax import nnx
 
 import tfds_dfew.dfew  # noqa: F401  (registers the `dfew` builder with TFDS)
 from fer_jax import cli, input_pipeline, runs, workdir as workdir_lib, xla_defaults
+from fer_jax.data import audio as audio_lib
 from fer_jax.data import embeddings
 from fer_jax.errors import ConfigError, DatasetNotFoundError
 from fer_jax.models import generators
@@ -40,19 +44,20 @@ log = logging.getLogger(__name__)
 FRAME_FREE = ("omnivec", "npy")  # generators that do not read frames
 
 
-def build_generators(config) -> dict[str, tuple[nnx.Module, dict]]:
-    """{feature key: (module, setup record)} for the frame generators of config.generators."""
+def build_generators(config, modality: str = "face") -> dict[str, tuple[nnx.Module, dict]]:
+    """{feature key: (module, setup record)} for the generators of config.generators that read `modality`."""
     out = {}
     for key, spec in config.generators.items():
         name = spec.generator
-        if name in FRAME_FREE:
+        if name in FRAME_FREE or generators.get(name).modality != modality:  # get: a clear error for unknown names
             continue
-        generators.get(name)  # a clear error for unknown names
         weights = runs.weights_record(spec)
         module, report = runs.generator_module(name, weights, modality=spec.get("modality") or None)
         log.info("%s: %s", key, str(report).splitlines()[0])
         out[key] = (module, {"generator": name, "weights": weights,
                              "feature_dim": generators.get(name).feature_dim})
+        if modality == "audio":
+            out[key][1]["max_seconds"] = float(config.get("max_audio_seconds", 30.0))
     return out
 
 
@@ -77,6 +82,32 @@ def frame_runner(gens, batch: int):
                              f"(it has {sorted(records[0])}); extract them from a dfew/<frames config> build.")
         frames = np.stack([np.stack(r["frames"]) for r in records])
         out = jax.device_get(compute(state, _pad_rows(frames, batch)))
+        return {k: v[: len(records)] for k, v in out.items()}
+
+    return run
+
+
+def audio_runner(gens, batch: int):
+    """records -> {key: float32[n, 16, F], 'audio_mask': float32[n, 16]} for audio generators, in one jitted call."""
+    modules = {k: m for k, (m, _) in gens.items()}
+    max_seconds = min(float(spec["max_seconds"]) for _, spec in gens.values())
+    graphdef, state = nnx.split(modules)
+
+    @jax.jit
+    def compute(state, waveform, lengths):
+        mods = nnx.merge(graphdef, state)
+        outs = {k: m(waveform, lengths, train=False) for k, m in mods.items()}
+        mask = next(iter(outs.values()))[1]
+        return {**{k: f for k, (f, _) in outs.items()}, "audio_mask": mask.astype(np.float32)}
+
+    def run(records):
+        if "audio" not in records[0]:
+            raise ConfigError(f"generators {sorted(gens)} read the clips' sound, but the source dataset has none (it "
+                              f"has {sorted(records[0])}); build an _audio config (python -m tfds_dfew.build ... "
+                              "--config frames112_pose_audio) and extract from it (source=frames112_pose_audio).")
+        waveform, lengths = audio_lib.fit_batch([r["audio"] for r in records], [r["audio_length"] for r in records],
+                                        max_seconds)
+        out = jax.device_get(compute(state, _pad_rows(waveform, batch), _pad_rows(lengths, batch)))
         return {k: v[: len(records)] for k, v in out.items()}
 
     return run
@@ -137,6 +168,10 @@ def extract(config) -> str:
     if gens:
         runners.append(frame_runner(gens, batch))
         specs.update({k: spec for k, (_, spec) in gens.items()})
+    sound = build_generators(config, "audio")
+    if sound:
+        runners.append(audio_runner(sound, batch))
+        specs.update({k: spec for k, (_, spec) in sound.items()})
     for key, spec in config.generators.items():
         if spec.generator == "omnivec":
             run_fn, specs[key] = omnivec_runner(key, spec, batch)
@@ -154,6 +189,8 @@ def extract(config) -> str:
 
     shapes = features_lib.passed_through(source.info.features)  # e.g. keypoints, or a features source's arrays
     shapes.update({k: (num_frames, spec["feature_dim"]) for k, spec in specs.items()})
+    if sound:
+        shapes["audio_mask"] = (num_frames,)
     source_setup = dict((source.info.metadata or {}).get("setup", {}) or {})  # a features source's setup
     made = {k: v for k, v in dict(source_setup.get("generators", {}) or {}).items() if k in shapes}
     # the dfew frames build everything goes back to (predict needs its frame size)
@@ -161,6 +198,7 @@ def extract(config) -> str:
     setup = {"source": name, "frames_source": frames_source, "generators": {**made, **specs}}
     builder_config = features_lib.FeaturesConfig(
         name=config.output.name, version=features_lib.DfewFeatures.VERSION, feature_shapes=shapes, setup=setup,
+        audio=features_lib.has_audio(source.info.features),
         description=f"features {sorted(shapes)} of {name}")
     out_dir = os.path.expanduser(config.output.data_dir)
     builder = features_lib.DfewFeatures(config=builder_config, data_dir=out_dir, source=source, compute=run,

@@ -3,7 +3,11 @@
 A batch is a dict of numpy arrays, per process (the trainer turns it into global arrays):
   {<modality>: array[L, T, ...], 'label': int32[L], 'mask': bool[L], 'mask/<modality>': bool[L, T]}
 with L = global batch / process count; `mask` is False on padding rows; `mask/<modality>` (for
-keypoints) is False on frames where OpenPose found nobody.
+keypoints) is False on frames where OpenPose found nobody, and for sound False on every slice of
+a clip without sound. A modality reading the raw sound (dataset feature `audio`) comes as
+'<modality>/waveform' float32[L, S] and '<modality>/length' int32[L] (fer_jax.data.audio.fit,
+S = config.data.audio_seconds x 16 kHz); cached audio features (`audio_<generator>`) are masked
+by the dataset's `audio_mask`.
 
 Training order: the training split is shuffled globally (a new permutation each epoch),
 augmented with a per-position random stream, and cut into global batches of G consecutive
@@ -25,6 +29,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 import tfds_dfew.dfew  # noqa: F401  (registers the `dfew` builder with TFDS)
+from fer_jax.data import audio as audio_lib
 from fer_jax.data import keypoints
 from fer_jax.data.samplers import ClassBalancedSampler, labelled_subset  # noqa: F401  (part of this module's API)
 from fer_jax.errors import ConfigError, DatasetNotFoundError, FeatureSetupError
@@ -162,6 +167,9 @@ def check_feature_setup(config, builder) -> None:
                                     f"{dim} features per frame; the dataset is damaged, re-extract it.")
 
 
+AUDIO_FEATURE_PREFIX = "audio_"  # cached features of an audio generator; the record's `audio_mask` masks them
+
+
 class Preprocessor:
     """Record -> example dict. Frames: random crop + horizontal flip in training, centre crop in eval.
 
@@ -181,6 +189,7 @@ class Preprocessor:
         self.train = train
         self.votes = train and float(config.get("loss", {}).get("soft_targets", 0.0) or 0.0) > 0
         self.min_confidence = float(config.data.get("keypoint_min_confidence", 0.05))
+        self.audio_samples = int(round(float(config.data.get("audio_seconds", 8.0)) * audio_lib.SAMPLE_RATE))
 
     def _read(self, record, name: str, key: str, rng, mirror: bool, out: dict) -> None:
         """Puts modality `name` (dataset feature `key`) of `record` into `out`, with its frame mask if any."""
@@ -198,8 +207,17 @@ class Preprocessor:
                 points = keypoints.flip_keypoints(points)
             out[name] = keypoints.keypoint_features(points, min_confidence=self.min_confidence)
             out[f"mask/{name}"] = (points[..., 2] >= self.min_confidence).any(axis=-1)
+        elif key == "audio":  # the clip's sound: a fixed-size waveform, its length, and the per-slice mask
+            if "/" in name:
+                raise ConfigError(f"{name!r} reads the raw sound inside another modality; only a top-level "
+                                  "modality can (give the part cached audio features, e.g. audio_logmel).")
+            waveform, length = audio_lib.fit(value, record.get("audio_length"), self.audio_samples)
+            out[f"{name}/waveform"], out[f"{name}/length"] = waveform, np.int32(length)
+            out[f"mask/{name}"] = audio_lib.slice_mask(length)
         else:
             out[name] = np.asarray(value, np.float32)
+            if key.startswith(AUDIO_FEATURE_PREFIX) and "audio_mask" in record:  # cached audio features
+                out[f"mask/{name}"] = np.asarray(record["audio_mask"]) > 0.5
 
     def _frames(self, frames, rng: np.random.Generator | None, mirror: bool):
         x = np.stack(frames) if isinstance(frames, list) else np.asarray(frames)

@@ -34,6 +34,11 @@ A run with a pose modality (or an OmniVec that reads keypoints) reads the video'
 from --openpose_dir; without it the pose input is masked as in training for frames where
 OpenPose found nobody, and the JSON's notes (and stderr) say so.
 
+A run with an audio modality reads the video's own sound track (PyAV, 16 kHz mono, as the
+builder stores it); each window gets the sound under its frames. A video without sound (or a
+folder of frames) has its audio input masked, as in training for clips without sound, with a
+note in the JSON and on stderr.
+
 Outputs per video, in --out (default: beside the video): <stem>_emotions.json (everything
 `predict_video` returns), <stem>_emotions.csv (one row per window) and <stem>_emotions.png.
 A video that cannot be read, has no frames or shows no face anywhere is reported by name on
@@ -51,11 +56,13 @@ from absl import app, flags
 from tqdm import tqdm
 
 from fer_jax import cli, face_track, predict_outputs, xla_defaults
+from fer_jax.data import audio as audio_lib
 from fer_jax.errors import MissingError
 from fer_jax.face_track import VideoError
 from fer_jax.predict_outputs import output_stem, write_outputs
 from fer_jax.predictors import MODELS, Predictor, load_predictor
 from fer_jax.windows import SAMPLES_PER_WINDOW, WindowStream, face_windows, nearest_face_frames, window_indices
+from tfds_dfew import audio as sound_io
 from tfds_dfew import openpose, release
 
 __all__ = ["Predictor", "VideoError", "face_windows", "load_predictor", "nearest_face_frames", "output_stem",
@@ -122,8 +129,9 @@ def predict_video(path: str, *, workdir: str | None = None, model: str | None = 
 
     # -- One pass: read, detect, track, crop and score in a bounded window of frames -----------------
     keypoints = _Keypoints(path, openpose_dir, result, stderr=stderr) if predictor.needs_keypoints else None
+    sound = _Sound(path, source, result, stderr=stderr) if predictor.needs_audio else None
     stream = WindowStream(predictor, window=window, stride=stride, aligned=aligned, margin=margin, max_gap=max_gap,
-                          keypoints=keypoints)
+                          keypoints=keypoints, sound=sound)
     shape = None
     bar = _video_progress(source, os.path.basename(path), progress)
     try:
@@ -188,6 +196,47 @@ def predict_video(path: str, *, workdir: str | None = None, model: str | None = 
               "of at least ~8% of the frame's shorter side); every window is marked no-face. For frames that are "
               "already face crops, pass --aligned.", result)
     return result
+
+
+class _Sound:
+    """A video's sound track, 16 kHz mono int16, decoded once; `window(start, end)` is the part under those frames.
+
+    The track of a 10-minute video is about 19 MB, so it is held whole rather than streamed.
+    """
+
+    def __init__(self, path: str, source, result: dict, *, stderr=None):
+        self.fps, self.samples = float(source.fps), np.zeros(0, np.int16)
+        reason = None
+        if source.kind != "video":
+            reason = "a folder of frames has no sound"
+        else:
+            try:
+                self.samples = sound_io.decode(path)
+            except sound_io.NoAudioStream:
+                reason = "the video has no sound track"
+            except sound_io.AudioError as e:
+                reason = f"its sound could not be decoded ({e})"
+        if reason is None and len(self.samples) == 0:
+            reason = "its sound track is empty"
+        result["settings"]["audio"] = None if reason else {"sample_rate": sound_io.SAMPLE_RATE,
+                                                           "duration_s": round(len(self.samples) / sound_io.SAMPLE_RATE, 3)}
+        if reason:
+            note = (f"audio masked: this run reads the sound and {reason}, so the audio input is masked (as training "
+                    "masks clips without sound); the probabilities come from the other inputs.")
+            result["notes"].append(note)
+            print(f"note: {path}: {note}", file=stderr or sys.stderr)
+
+    def window(self, start: int, end: int) -> np.ndarray:
+        """int16 samples under frames [start, end) (empty when the video has no sound).
+
+        A window that ends within one frame of the track's end takes the track to its end: a
+        track often lasts a few ms more than the frames (encoder padding), and the builder
+        stores a clip's whole track, so a window over a whole clip gets exactly what it stored.
+        """
+        end_s = end / self.fps
+        if len(self.samples) - end_s * sound_io.SAMPLE_RATE < sound_io.SAMPLE_RATE / self.fps:
+            end_s = len(self.samples) / sound_io.SAMPLE_RATE
+        return audio_lib.span(self.samples, start / self.fps, end_s)
 
 
 class _Keypoints:

@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 
 from fer_jax import input_pipeline, runs, workdir as workdir_lib
+from fer_jax.data import audio as audio_lib
 from fer_jax.errors import ConfigError, DatasetNotFoundError, MissingError
 from fer_jax.models import generators, mini_xception
 from fer_jax.windows import SAMPLES_PER_WINDOW
@@ -39,7 +40,9 @@ class Predictor:
     frame_size: S, the size of the square face crops it reads (uint8[N, S, S, 3]).
     per_frame:  crops uint8[n, S, S, 3] -> {key: array[n, ...]} (features, probabilities or crops).
     per_window: {key: array[B, 16, ...]} gathered per window -> probabilities float[B, 7] (DFEW order);
-                with needs_keypoints, the window's OpenPose points come as 'keypoints'.
+                with needs_keypoints, the window's OpenPose points come as 'keypoints'; with
+                needs_audio, the sound under the window as 'audio' (a list of B int16 arrays,
+                16 kHz mono) and 'audio_length' int32[B] (0 = no sound).
     description: what the JSON says about the model.
     """
 
@@ -49,6 +52,7 @@ class Predictor:
     description: dict
     batch: int = 16
     needs_keypoints: bool = False  # per_window also reads 'keypoints' float32[B, 16, 137, 3] (OpenPose)
+    needs_audio: bool = False  # per_window also reads the window's sound ('audio', 'audio_length')
 
 
 def padded_calls(fn, arrays: dict, rows: int) -> dict:
@@ -106,6 +110,9 @@ def generator_for(setup: dict, key: str, dataset: str):
     if not name:
         raise ConfigError(f"{dataset}: its metadata does not say which generator made feature {key!r}; "
                           "re-extract it with python -m fer_jax.extract.")
+    if generators.GENERATORS.get(name) is not None and generators.get(name).modality == "audio":
+        raise ConfigError(f"feature {key!r} of {dataset} was made by the audio generator {name!r}; a frame "
+                          "generator was expected here.")
     if name in ("omnivec", "npy"):
         raise ConfigError(f"feature {key!r} of {dataset} was made by {name!r}, which does not run on face frames, "
                           "so it cannot be computed for a video (predict computes face-generator features, OpenPose "
@@ -120,6 +127,18 @@ def generator_for(setup: dict, key: str, dataset: str):
     return module, {"generator": name, "weights": weights}
 
 
+def audio_generator_for(setup: dict, key: str, dataset: str):
+    """(module, weights record) of the audio generator that made feature `key` of a features dataset."""
+    made = dict(dict(setup.get("generators", {}) or {}).get(key, {}) or {})
+    name, weights = made.get("generator"), str(made.get("weights", "packaged") or "packaged")
+    if not name or name not in generators.GENERATORS or generators.get(name).modality != "audio":
+        raise ConfigError(f"{dataset}: its metadata does not name the audio generator that made {key!r}; re-extract "
+                          "it with python -m fer_jax.extract.")
+    module, report = runs.generator_module(name, weights)
+    log.info("%s: %s", key, str(report).splitlines()[0])
+    return module, {"generator": name, "weights": weights}
+
+
 def run_predictor(workdir: str, *, data_dir: str | None = None, batch: int = 16) -> Predictor:
     """The model of the training run in `workdir` at its newest checkpoint."""
     config = workdir_lib.load_classifier_config(workdir, data_dir)
@@ -127,6 +146,7 @@ def run_predictor(workdir: str, *, data_dir: str | None = None, batch: int = 16)
     modalities = {m: spec for m, spec in config.modalities.items()}
     pre = input_pipeline.Preprocessor(config, train=False)  # exactly what evaluation does to a clip
     generator_modules, used, per_frame_shapes = {}, {}, {}
+    audio_modules, per_window_dummy, max_seconds = {}, {}, float("inf")  # sound: per window, not per frame
     omnivec = None  # (module, its run's Preprocessor) for a frozen OmniVec feature
     if name.startswith(features_lib.NAME + "/"):
         store = os.path.expanduser(config.dataset.data_dir)
@@ -157,6 +177,15 @@ def run_predictor(workdir: str, *, data_dir: str | None = None, batch: int = 16)
         for key in sorted(keys):
             if key == "keypoints":
                 per_frame_shapes[key] = (137, 3)
+            elif key == "audio":  # the raw sound, read per window
+                per_window_dummy.update(audio=np.zeros(audio_lib.SAMPLE_RATE, np.int16), audio_length=np.int32(0))
+            elif key.startswith(input_pipeline.AUDIO_FEATURE_PREFIX):  # an audio generator's features, per window
+                module, record = audio_generator_for(setup, key, name)
+                audio_modules[key] = module
+                max_seconds = min(max_seconds, float(dict(made.get(key, {})).get("max_seconds", 30.0)))
+                per_window_dummy.update({key: np.zeros((SAMPLES_PER_WINDOW, generators.get(record["generator"])
+                                                        .feature_dim), np.float32),
+                                         "audio_mask": np.zeros(SAMPLES_PER_WINDOW, np.float32)})
             elif key != "omnivec":
                 module, record = generator_for(setup, key, name)
                 generator_modules[key] = module
@@ -168,21 +197,24 @@ def run_predictor(workdir: str, *, data_dir: str | None = None, batch: int = 16)
         if input_size > frame_size:
             raise ConfigError(f"config.data.crop_size={input_size} of {workdir} is larger than its frames ({frame_size}).")
         for m, spec in modalities.items():
-            if spec.input not in ("frames", "keypoints"):
-                raise ConfigError(f"modality {m!r} of {workdir} reads {spec.input!r}; only face frames and OpenPose "
-                                  "keypoints can be computed for a video.")
+            if spec.input not in ("frames", "keypoints", "audio"):
+                raise ConfigError(f"modality {m!r} of {workdir} reads {spec.input!r}; only face frames, OpenPose "
+                                  "keypoints and the sound can be computed for a video.")
+            if spec.input == "audio":
+                per_window_dummy.update(audio=np.zeros(audio_lib.SAMPLE_RATE, np.int16), audio_length=np.int32(0))
             used[m] = {"input": spec.input, "tokenizer": spec.tokenizer, "generator": spec.get("generator", "")}
         per_frame_shapes = {"frames": (frame_size, frame_size, 3)}
         if any(spec.input == "keypoints" for spec in modalities.values()):
             per_frame_shapes["keypoints"] = (137, 3)
     needs_keypoints = "keypoints" in per_frame_shapes
+    needs_audio = "audio" in per_window_dummy or bool(audio_modules)
     for m, spec in modalities.items():
         if spec.tokenizer in ("generator", "omnivec"):
             spec.pretrained = False  # the checkpoint holds the fine-tuned weights
     # Input shapes: the training preprocessing of a stand-in clip with the right per-frame shapes.
     dummy = {k: np.zeros((SAMPLES_PER_WINDOW,) + tuple(v), np.uint8 if k == "frames" else np.float32)
              for k, v in per_frame_shapes.items()}
-    input_shapes = input_pipeline.shapes_of(config, pre({**dummy, "label": 0}))
+    input_shapes = input_pipeline.shapes_of(config, pre({**dummy, **per_window_dummy, "label": 0}))
 
     run = runs.restore(workdir, config=config, input_shapes=input_shapes,
                        sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
@@ -208,9 +240,25 @@ def run_predictor(workdir: str, *, data_dir: str | None = None, batch: int = 16)
     def stacked(examples):
         return {k: np.stack([e[k] for e in examples]) for k in examples[0] if k not in ("label", "mask")}
 
+    if audio_modules:
+        audio_graphdef, audio_state = nnx.split(audio_modules)
+
+        @jax.jit
+        def audio_features(audio_state, waveform, lengths):
+            outs = {k: m(waveform, lengths, train=False) for k, m in nnx.merge(audio_graphdef, audio_state).items()}
+            return {**{k: f for k, (f, _) in outs.items()}, "audio_mask": next(iter(outs.values()))[1]}
+
     def per_window(gathered):
         records = [{**{k: v[b] for k, v in gathered.items()}, "label": 0}
                    for b in range(len(next(iter(gathered.values()))))]
+        if audio_modules:  # the audio generators' features of each window's sound, as extraction computed them
+            waveform, lengths = audio_lib.fit_batch([r["audio"] for r in records], [r["audio_length"] for r in records],
+                                                    max_seconds)
+            sound = padded_calls(lambda b: audio_features(audio_state, b["w"], b["n"]), {"w": waveform, "n": lengths},
+                                 batch)
+            for i, r in enumerate(records):
+                r.update({k: v[i] for k, v in sound.items()})
+                r["audio_mask"] = np.asarray(r["audio_mask"], np.float32)
         if omnivec is not None:  # the frozen OmniVec feature, from the features it was pretrained on
             ov = padded_calls(lambda b: {"o": omnivec_features(ov_state, b)},
                                stacked([omnivec[1](r) for r in records]), batch)["o"]
@@ -238,8 +286,8 @@ def run_predictor(workdir: str, *, data_dir: str | None = None, batch: int = 16)
 
     description = {"kind": "run", "workdir": os.path.abspath(workdir), "step": int(step), "dataset": name,
                    "fold": int(config.dataset.get("fold", 0) or 0), "modalities": used, "frame_size": frame_size,
-                   "input_size": input_size, "openpose": needs_keypoints}
-    return Predictor(frame_size, per_frame, per_window, description, batch, needs_keypoints)
+                   "input_size": input_size, "openpose": needs_keypoints, "audio": needs_audio}
+    return Predictor(frame_size, per_frame, per_window, description, batch, needs_keypoints, needs_audio)
 
 
 def load_predictor(*, workdir: str | None = None, model: str | None = None, data_dir: str | None = None,

@@ -218,7 +218,8 @@ def generator_from_run(workdir: str, name: str, modality: str | None = None):
             + f"; its modalities: { {m: (s.tokenizer, s.get('generator')) for m, s in config.modalities.items()} }."
         )
     modality = candidates[0]
-    module, run = restore_submodule(workdir, ("tokenizers", modality, "generator"), config=config,
+    inner = "audio" if generators.get(name).modality == "audio" else "generator"  # WaveformTokenizer.audio
+    module, run = restore_submodule(workdir, ("tokenizers", modality, inner), config=config,
                                          shapes_from_data=input_pipeline.example_shapes)
     n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(module)))
     return module, f"fine-tuned {name} from {workdir} step {run.step} (modality {modality!r}): {n:,} values loaded"

@@ -73,13 +73,14 @@ class WindowStream:
     """
 
     def __init__(self, predictor, *, window: int, stride: int, aligned: bool, margin: float, max_gap: int,
-                 keypoints=None, max_pending: int = 250):
+                 keypoints=None, sound=None, max_pending: int = 250):
         self.predictor, self.window, self.stride = predictor, int(window), int(stride)
         self.aligned, self.margin = aligned, 1.0 if aligned else margin
         self.detector = None if aligned else face_track.FaceDetector()
         self.tracker = None if aligned else face_track.StreamingTracker(max_gap=max_gap, max_pending=max_pending)
         self.max_pending = max_pending
         self.keypoints = keypoints
+        self.sound = sound  # .window(start, end) -> int16 samples under frames [start, end), for runs with audio
         self.rows = predictor.batch * SAMPLES_PER_WINDOW
         self.num_frames = 0
         self.boxes: list[np.ndarray] = []
@@ -174,6 +175,9 @@ class WindowStream:
                         for k in self._outputs[int(usable[0][3][0])]}
             if self.keypoints is not None:  # the sampled frames' own keypoints
                 gathered["keypoints"] = np.stack([self.keypoints.read(w[2]) for w in usable])
+            if self.sound is not None:  # the sound under each window's frames
+                gathered["audio"] = [self.sound.window(w[0], w[1]) for w in usable]
+                gathered["audio_length"] = np.asarray([len(a) for a in gathered["audio"]], np.int32)
             probabilities = iter(np.asarray(self.predictor.per_window(gathered), np.float64))
         for w in ready:
             self._scored.append(next(probabilities) if w[3] is not None else np.full(len(release.CLASS_NAMES), np.nan))

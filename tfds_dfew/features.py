@@ -1,6 +1,10 @@
 """The TFDS builder of cached per-frame features (`dfew_features/<setup>`), same splits/labels/ids as its source.
 
-Each record: {<feature key>: float32[16, F] (zlib), label, clip_id, fold, num_frames, votes}.
+Each record: {<feature key>: float32[16, F] (zlib), label, clip_id, fold, num_frames, votes}, and
+when the source has the clips' sound (a `dfew/*_audio` build, or features made from one) its
+`audio` (int16 mono 16 kHz, variable length) and `audio_length` too, so a model can read the raw
+sound next to cached features. Audio generators add `audio_<name>` float32[16, F] and
+`audio_mask` float32[16] (1 where the clip has sound).
 The source is a `dfew/<config>` build or another cached-features dataset; every split it stores
 is written (fold1..fold5, and `unlabelled` when the source has the multi-labelled clips). Float
 arrays of the source that the new setup lists are passed through unchanged (OpenPose
@@ -24,6 +28,7 @@ from tfds_dfew import release
 
 NAME = "dfew_features"
 META_KEYS = ("label", "clip_id", "fold", "num_frames", "votes")  # per-clip fields copied from the source
+AUDIO_KEYS = ("audio", "audio_length")  # the raw sound, carried along when the source has it
 
 
 @dataclasses.dataclass
@@ -32,6 +37,7 @@ class FeaturesConfig(tfds.core.BuilderConfig):
 
     feature_shapes: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
     setup: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    audio: bool = False  # carry the source's `audio` / `audio_length`
 
 
 class DfewFeatures(tfds.core.GeneratorBasedBuilder):
@@ -63,6 +69,11 @@ class DfewFeatures(tfds.core.GeneratorBasedBuilder):
             key: tfds.features.Tensor(shape=tuple(shape), dtype=np.float32, encoding=tfds.features.Encoding.ZLIB)
             for key, shape in self.builder_config.feature_shapes.items()
         }
+        if self.builder_config.audio:  # the same feature specs as the source's
+            if self._source is None:
+                raise ValueError("a features dataset that carries audio is built from its source (fer_jax.extract).")
+            features.update({k: tfds.features.FeatureConnector.from_json(self._source.info.features[k].to_json())
+                             for k in AUDIO_KEYS})
         features.update(
             label=tfds.features.ClassLabel(names=list(release.CLASS_NAMES)),
             clip_id=tfds.features.Text(),
@@ -99,14 +110,22 @@ class DfewFeatures(tfds.core.GeneratorBasedBuilder):
                                num_frames=int(r["num_frames"]),
                                votes=np.zeros(len(release.CLASS_NAMES), np.int32) if votes is None
                                else np.asarray(votes, np.int32))
+                if self.builder_config.audio:
+                    example.update(audio=np.asarray(r["audio"], np.int16).reshape(-1),
+                                   audio_length=int(r["audio_length"]))
                 yield clip_id, example
+
+
+def has_audio(source_features) -> bool:
+    """Whether a dataset's features hold the clips' sound."""
+    return all(k in source_features for k in AUDIO_KEYS)
 
 
 def passed_through(source_features) -> dict[str, tuple[int, ...]]:
     """{key: shape} of the float arrays of a source dataset that a features dataset carries along."""
     out = {}
     for key, feature in source_features.items():
-        if key in META_KEYS or key == "frames":
+        if key in META_KEYS or key in AUDIO_KEYS or key == "frames":
             continue
         if not isinstance(feature, tfds.features.Tensor):
             continue

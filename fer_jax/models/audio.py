@@ -231,3 +231,28 @@ class AudioConvTokenizer(nnx.Module):
         mask = slice_mask(n, self.num_slices)
         tokens = dense(self.proj, pool_to_slices(x, n, self.num_slices))
         return jnp.where(mask[..., None], tokens, jnp.zeros((), tokens.dtype)), mask
+
+
+class LogMelGenerator(nnx.Module):
+    """A fixed audio feature generator: (waveform, lengths) -> (features float32[B, 16, n_mels], mask bool[B, 16]).
+
+    The clip's log-mel (the same front end and (dB + 40) / 40 scaling as AudioConvTokenizer),
+    averaged over each of its 16 time slices. No parameters: cached once by `fer_jax.extract`, it
+    is the cheap audio input of the linear tokenizer and of OmniVec pretraining (whose decoders
+    reconstruct per-slice vectors).
+    """
+
+    def __init__(self, mel: LogMelConfig = LogMelConfig(), num_slices: int = NUM_SLICES):
+        self.mel, self.num_slices = mel, num_slices
+        self.feature_dim = mel.n_mels
+
+    def __call__(self, waveform: Any, lengths: Any = None, *, train: bool = False) -> tuple[jax.Array, jax.Array]:
+        del train
+        waveform = jnp.asarray(waveform, jnp.float32)
+        lengths = _lengths_or_full(waveform, lengths)
+        waveform = jnp.where(_valid(lengths, waveform.shape[1]), waveform, 0.0)
+        n = mel_lengths(lengths, self.mel)
+        x = (log_mel(waveform, self.mel) + 40.0) / 40.0
+        mask = slice_mask(n, self.num_slices)
+        pooled = pool_to_slices(jnp.where(_valid(n, x.shape[1])[..., None], x, 0.0), n, self.num_slices)
+        return jnp.where(mask[..., None], pooled, 0.0), mask

@@ -1,7 +1,10 @@
 """Feature generators: pretrained networks that turn face frames into per-frame features.
 
-A generator is an NNX module, frames uint8[B, T, H, W, 3] -> float32[B, T, F], that owns its
-preprocessing (resize, colour, normalisation). `GENERATORS` maps its name to a `GeneratorSpec`:
+A generator is an NNX module that owns its preprocessing. A face generator maps frames
+uint8[B, T, H, W, 3] -> float32[B, T, F] (resize, colour, normalisation inside); an audio
+generator (`modality='audio'`) maps a clip's sound, waveform float32[B, S] 16 kHz mono with its
+valid lengths int32[B], to (float32[B, 16, F], mask bool[B, 16]): one vector per time slice of
+the clip (fer_jax.data.audio). `GENERATORS` maps its name to a `GeneratorSpec`:
   - `build(rngs, dtype)`: the module, randomly initialised;
   - `load(module, weights)`: fills it with pretrained weights and returns a report whose `str()`
     says what was and was not loaded; `weights` is a local file, a weights name (e.g. 'imagenet')
@@ -22,6 +25,12 @@ Built in:
                       'openai' or an open_clip state dict (.safetensors, .pt/.bin).
   siglip_vit_b16      SigLIP ViT-B/16 vision tower; features: the attention-pooled output (F = 768);
                       weights 'webli' or a transformers save_pretrained folder / model.safetensors.
+Audio (feature keys `audio_<name>`):
+  wav2vec2_base       wav2vec 2.0 base; features: the last hidden state pooled per slice (F = 768);
+                      weights 'librispeech' (facebook/wav2vec2-base, a PyTorch .bin: reading it needs
+                      torch) or a transformers save_pretrained folder / model.safetensors.
+  hubert_base         HuBERT base, as wav2vec2_base; weights: a local transformers folder or file.
+  logmel              64-band log-mel averaged per slice (F = 64); no weights.
 Weights names are fetched once into $FER_JAX_CACHE and checked against a pinned SHA-256
 (fer_jax.weights.hub).
 """
@@ -36,8 +45,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fer_jax.errors import ConfigError
-from fer_jax.models import mini_xception, resnet, vit
-from fer_jax.weights import hub, keras_h5, vit_loaders
+from fer_jax.models import audio, mini_xception, resnet, vit, wav2vec2
+from fer_jax.weights import audio_loaders, hub, keras_h5, vit_loaders
 from fer_jax.weights.torchvision import load_torchvision
 
 
@@ -82,6 +91,12 @@ class GeneratorSpec:
     load: Callable[[nnx.Module, str], object]  # (module, weights) -> report
     weights: tuple[str, ...] = ()  # names it can fetch; the first is the default ('' means it)
     input_size: str = ""  # what it reads, for the README's table and --help
+    modality: str = "face"  # 'face': frames -> features; 'audio': (waveform, lengths) -> (features, mask)
+
+    @property
+    def key_prefix(self) -> str:
+        """The prefix of its feature key in a cached-features dataset: 'face_' or 'audio_'."""
+        return f"{self.modality}_"
 
 
 GENERATORS: dict[str, GeneratorSpec] = {}
@@ -165,3 +180,27 @@ def _vit_generator(factory, loader, default: str, dim: int):
 register("clip_vit_b16", _vit_generator(vit.clip_vit_b16, vit_loaders.load_openclip, "openai", 512))
 register("clip_vit_l14", _vit_generator(vit.clip_vit_l14, vit_loaders.load_openclip, "openai", 768))
 register("siglip_vit_b16", _vit_generator(vit.siglip_vit_b16, vit_loaders.load_siglip, "webli", 768))
+
+
+def _speech_generator(factory, cfg: wav2vec2.SpeechEncoderConfig, default: str):
+    def load(module: wav2vec2.SpeechGenerator, weights: str):
+        name = factory.__name__
+        if not (weights or default):
+            raise ConfigError(f"{name} has no weights by name yet; pass a local transformers checkpoint, e.g. "
+                              f"--config.generators.audio_{name}.weights=~/models/hubert-base-ls960 (a folder "
+                              "from save_pretrained, or its model.safetensors / pytorch_model.bin).")
+        report = audio_loaders.load_speech_encoder(module.network, hub.resolve(name, weights or default))
+        if not report.ok:
+            raise ConfigError(f"{name}: the weights do not fit this network:\n{report}")
+        return report
+
+    return GeneratorSpec(cfg.width,
+                         lambda rngs, dtype=None: wav2vec2.SpeechGenerator(factory(rngs=rngs, dtype=dtype)), load,
+                         weights=(default,) if default else (), input_size="16 kHz mono sound", modality="audio")
+
+
+register("wav2vec2_base", _speech_generator(wav2vec2.wav2vec2_base, wav2vec2.WAV2VEC2_BASE, "librispeech"))
+register("hubert_base", _speech_generator(wav2vec2.hubert_base, wav2vec2.HUBERT_BASE, ""))
+register("logmel", GeneratorSpec(audio.LogMelConfig().n_mels, lambda rngs, dtype=None: audio.LogMelGenerator(),
+                                 lambda module, weights: "no weights: a fixed log-mel front end",
+                                 input_size="16 kHz mono sound", modality="audio"))

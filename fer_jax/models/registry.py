@@ -16,10 +16,11 @@ from flax import nnx
 
 from fer_jax.errors import ConfigError
 from fer_jax.models import generators
+from fer_jax.models.audio import AudioConvTokenizer
 from fer_jax.models.fusion import FusionTransformer
 from fer_jax.models.omnivec import OmniVec, OmniVecPretrainer
 from fer_jax.models.tokenizers import (FeatureProjection, FrameCNN, GeneratorTokenizer, KeypointEncoder,
-                                       OmniVecTokenizer)
+                                       OmniVecTokenizer, WaveformTokenizer)
 
 # name -> fn(spec, input_shape (per clip, e.g. (T, H, W, 3) or (T, F)), width, dtype, rngs, *, modality,
 #            pretrained, encoders) -> module. pretrained=False skips loading weights (a restore
@@ -47,14 +48,25 @@ def _linear(spec, input_shape, width, dtype, rngs, **_):
 
 @register_tokenizer("generator")
 def _generator(spec, input_shape, width, dtype, rngs, *, pretrained=True, **_):
-    """A pretrained feature generator on raw frames, fine-tuned end to end (spec.generator, spec.weights)."""
+    """A pretrained feature generator on raw frames or sound, fine-tuned end to end (spec.generator, spec.weights)."""
     name = spec.get("generator", "mini_xception_fer")
     generator = generators.get(name)
     module = generator.build(rngs, None if dtype == jnp.float32 else dtype)
     if pretrained and spec.get("pretrained", True):
         report = generator.load(module, spec.get("weights", "") or "")
         logging.getLogger(__name__).info("generator %s: %s", name, str(report).splitlines()[0])
+    if generator.modality == "audio":
+        return WaveformTokenizer(module, feature_dim=generator.feature_dim, width=width, dtype=dtype, rngs=rngs)
     return GeneratorTokenizer(module, generator.feature_dim, width, dtype=dtype, rngs=rngs)
+
+
+@register_tokenizer("audio_conv")
+def _audio_conv(spec, input_shape, width, dtype, rngs, **_):
+    """The clip's sound (input 'audio'): JAX log-mel -> 1-D convs -> 16 slice tokens, trained from scratch."""
+    channels = tuple(spec.get("channels", (128, 192, 256)))
+    strides = tuple(spec.get("strides", (1, 2, 2)))
+    return WaveformTokenizer(AudioConvTokenizer(width, channels=channels, strides=strides, dtype=dtype, rngs=rngs),
+                             rngs=rngs)
 
 
 @register_tokenizer("mlp")
@@ -113,6 +125,12 @@ def num_frames_of(shape) -> int:
     return int(shape[0])
 
 
+def num_tokens(tokenizers: Mapping[str, nnx.Module], input_shapes: Mapping) -> int:
+    """The most tokens per clip of any modality: a tokenizer's own `num_tokens`, else its input's frames."""
+    return max(int(getattr(tok, "num_tokens", 0) or num_frames_of(input_shapes[name]))
+               for name, tok in tokenizers.items())
+
+
 def build_model(config, input_shapes: Mapping[str, tuple[int, ...]], *, seed: int = 0, pretrained: bool = True,
                 encoders: Mapping[str, nnx.Module] | None = None) -> FusionTransformer:
     """The fusion model for `config`; `input_shapes` gives each modality's per-clip shape.
@@ -125,7 +143,7 @@ def build_model(config, input_shapes: Mapping[str, tuple[int, ...]], *, seed: in
     rngs = nnx.Rngs(params=seed, dropout=seed + 1)
     tokenizers = build_tokenizers(config, input_shapes, m.width, dtype, rngs, pretrained=pretrained,
                                   encoders=encoders)
-    num_frames = max(num_frames_of(input_shapes[name]) for name in tokenizers)
+    num_frames = num_tokens(tokenizers, input_shapes)
     return FusionTransformer(
         tokenizers,
         num_frames=num_frames,
@@ -155,7 +173,12 @@ def build_omnivec(config, input_shapes: Mapping[str, tuple[int, ...]], *, seed: 
     rngs = nnx.Rngs(params=seed, dropout=seed + 1)
     tokenizers = build_tokenizers(config, input_shapes, m.width, dtype, rngs, pretrained=pretrained,
                                   encoders=encoders)
-    encoder = OmniVec(tokenizers, num_frames=max(num_frames_of(input_shapes[n]) for n in tokenizers),
+    raw = [name for name, tok in tokenizers.items() if isinstance(tok, WaveformTokenizer)]
+    if raw:
+        raise ConfigError(f"OmniVec pretraining reconstructs per-frame inputs, but modality {raw[0]!r} reads the raw "
+                          "sound; give it cached audio features instead (configs/omnivec.py:...,audio=logmel, "
+                          "extracted with configs/extract.py:<face generator>+logmel,source=frames112_pose_audio).")
+    encoder = OmniVec(tokenizers, num_frames=num_tokens(tokenizers, input_shapes),
                       width=m.width, depth=m.depth, num_heads=m.num_heads, mlp_dim=m.mlp_dim,
                       dropout=m.get("dropout", 0.0), dtype=None if dtype == jnp.float32 else dtype, rngs=rngs)
     dims = {name: int(np.prod(input_shapes[name][1:])) for name in tokenizers}  # per frame, e.g. H*W*3 pixels

@@ -6,9 +6,13 @@
 - `GeneratorTokenizer`: a pretrained feature generator (fer_jax.models.generators) + projection,
   for fine-tuning the generator end to end on frames.
 - `OmniVecTokenizer`: a pretrained OmniVec network on its own inputs + projection, fine-tuned.
+- `WaveformTokenizer`: a clip's sound {'waveform': float[B, S], 'length': int[B]} -> 16 tokens, through
+  an audio module (fer_jax.models.audio.AudioConvTokenizer trained from scratch, or a speech
+  generator fine-tuned) + an optional projection.
 
 Every tokenizer has `__call__(x, *, train) -> float[B, T, D]`; the fusion model adds time and
-modality embeddings.
+modality embeddings. A tokenizer whose token count is not the input's first axis says so in
+`num_tokens` (the audio ones: 16, one per time slice of the clip).
 """
 
 from __future__ import annotations
@@ -115,3 +119,28 @@ class OmniVecTokenizer(nnx.Module):
         inputs = {k: v for k, v in x.items() if not k.startswith("mask/")}
         masks = {k.split("/", 1)[1]: v for k, v in x.items() if k.startswith("mask/")}
         return self.projection(self.omnivec(inputs, masks, train=train), train=train)
+
+
+class WaveformTokenizer(nnx.Module):
+    """A clip's sound -> float[B, 16, D]: x = {'waveform': float[B, S], 'length': int[B]} (fer_jax.data.audio).
+
+    `audio` maps (waveform, lengths) -> (features float[B, 16, F], mask bool[B, 16]); the mask
+    is not used here (the batch's own `mask/<modality>` says which clips have sound). With
+    `feature_dim`, a FeatureProjection to the model width follows (a speech generator); without,
+    the module's output already is the tokens (AudioConvTokenizer).
+    """
+
+    num_tokens = 16
+
+    def __init__(self, audio: nnx.Module, *, feature_dim: int | None = None, width: int | None = None, dtype=None,
+                 rngs: nnx.Rngs):
+        self.audio = audio
+        self.projection = (FeatureProjection(feature_dim, width, dtype=dtype, rngs=rngs)
+                           if feature_dim is not None else None)
+
+    def __call__(self, x, *, train: bool):
+        if not isinstance(x, dict) or "waveform" not in x:
+            raise ValueError("an audio tokenizer reads {'waveform': float[B, S], 'length': int[B]}; the modality's "
+                             "input must be the dataset feature 'audio' (a dfew/*_audio build, or features from one).")
+        features, _ = self.audio(x["waveform"], x.get("length"), train=train)
+        return features if self.projection is None else self.projection(features, train=train)

