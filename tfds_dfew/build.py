@@ -3,7 +3,7 @@
     python -m tfds_dfew.build --manual_dir ~/DFEW --data_dir ~/tensorflow_datasets [--config frames112]
 
 Prints a closing summary: clips per split and class, the unlabelled (multi-labelled) clips, whether
-annotator votes were read, clips left out and why.
+annotator votes were read, clips left out and why, and (`_audio` configs) the clips stored without sound.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import tensorflow_datasets as tfds
 from fer_jax.errors import UserError
 from tfds_dfew import dfew, release
 
-CONFIG_NAMES = ("frames112", "frames64", "frames224", "frames112_pose", "frames64_pose", "frames224_pose")
+CONFIG_NAMES = ("frames112", "frames64", "frames224", "frames112_pose", "frames64_pose", "frames224_pose",
+                "frames112_audio", "frames64_audio", "frames224_audio",
+                "frames112_pose_audio", "frames64_pose_audio", "frames224_pose_audio")
 
 
 def build(
@@ -33,10 +35,12 @@ def build(
     num_workers: int | None = None,
     openpose_dir: str | None = None,
     unlabelled: bool = True,
+    audio_dir: str | None = None,
 ):
     """Builds (or finds already built) `dfew/<config>` under data_dir; returns the builder.
 
     unlabelled=False leaves the clips without a single label out (no `unlabelled` split).
+    audio_dir: the original videos with sound for `_audio` configs (default <manual_dir>/Clip/original).
     """
     manual_dir = os.path.abspath(os.path.expanduser(manual_dir))
     release.check_root(manual_dir)  # a clear message before TFDS's own assertion
@@ -49,6 +53,7 @@ def build(
         num_workers=num_workers,
         openpose_dir=os.path.expanduser(openpose_dir) if openpose_dir else None,
         unlabelled=unlabelled,
+        audio_dir=os.path.expanduser(audio_dir) if audio_dir else None,
     )
     mode = tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite else None
     download_config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
@@ -97,6 +102,12 @@ def summary(builder) -> str:
     no_pose = list(info.metadata.get("clips_without_openpose", []))
     if no_pose:
         lines.append(f"no OpenPose output (keypoints all missing): {len(no_pose)} (first: {', '.join(no_pose[:8])})")
+    no_audio = dict(info.metadata.get("clips_without_audio", {}))
+    if no_audio:
+        first = ", ".join(f"{c} ({why})" for c, why in list(no_audio.items())[:5])
+        lines.append(f"no sound (audio_length 0): {len(no_audio)} (first: {first})")
+    elif "clips_without_audio" in info.metadata:
+        lines.append("sound read for every clip")
     if not missing and not skipped:
         lines.append("no clip left out")
     return "\n".join(lines)
@@ -125,24 +136,29 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tfds_dfew.build", description=__doc__.splitlines()[0],
         epilog="example: python -m tfds_dfew.build --manual_dir ~/DFEW --data_dir ~/tensorflow_datasets "
-               "--config frames112_pose")
+               "--config frames112_pose_audio --audio_dir ~/DFEW/Clip/original")
     parser.add_argument("--manual_dir", required=True,
                         help="unpacked DFEW release (holds EmoLabel_DataSplit/, Clip/, Annotation/); e.g. ~/DFEW")
     parser.add_argument("--data_dir", default="data/tfds",
                         help="where TFDS datasets live; e.g. data/tfds")
     parser.add_argument("--config", default="frames112", choices=CONFIG_NAMES,
-                        help="stored frame size, _pose adds OpenPose keypoints; e.g. frames112_pose")
+                        help="stored frame size, _pose adds OpenPose keypoints, _audio the sound track; "
+                             "e.g. frames112_pose_audio")
     parser.add_argument("--frame_source", default="auto", choices=("auto",) + release.FRAME_FOLDERS,
                         help="which frame folders to read (auto: clip_224x224_16f if present); e.g. clip_224x224")
     parser.add_argument("--skip_bad_clips", action="store_true",
                         help="report and leave out clips with unreadable frames instead of stopping")
     parser.add_argument("--strict", action="store_true",
-                        help="fail on listed clips without a frame folder or whose CSV and annotation labels differ")
+                        help="fail on listed clips without a frame folder or whose CSV and annotation labels differ, "
+                             "and (_audio configs) on clips without usable sound")
     parser.add_argument("--overwrite", action="store_true", help="rebuild even if the dataset exists")
     parser.add_argument("--num_workers", type=int, default=None,
                         help="frame decode/encode threads (default: the CPU count); e.g. 4")
     parser.add_argument("--openpose_dir", default=None,
                         help="OpenPose JSON, one folder per clip id (_pose configs; default <manual_dir>/OpenPose)")
+    parser.add_argument("--audio_dir", default=None,
+                        help="original videos with sound, <clip id>.mp4 (_audio configs; default "
+                             "<manual_dir>/Clip/original); e.g. ~/DFEW/Clip/original")
     parser.add_argument("--no_unlabelled", action="store_true",
                         help="leave out the clips without a single label (no 'unlabelled' split)")
     args = parser.parse_args(argv)
@@ -160,6 +176,7 @@ def main(argv=None) -> int:
             num_workers=args.num_workers,
             openpose_dir=args.openpose_dir,
             unlabelled=not args.no_unlabelled,
+            audio_dir=args.audio_dir,
         )
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -7,6 +7,10 @@ Each stored fold split is one official test set; the training set of fold k is t
 (`votes`, zeros when the release has no annotation). Frames are JPEG bytes encoded with Pillow
 and records are written as array_record: neither building nor reading needs TensorFlow.
 
+The `_audio` configs (`frames{112,64,224}_audio`, `frames{112,64,224}_pose_audio`) add each clip's
+whole sound track from `Clip/original/<id>.mp4`, int16 mono 16 kHz (`audio`, `audio_length`; a
+clip without usable sound is stored with audio_length 0 and reported, see tfds_dfew/audio.py).
+
     python -m tfds_dfew.build --manual_dir ~/DFEW --data_dir ~/tensorflow_datasets
 """
 
@@ -22,7 +26,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from tfds_dfew import openpose, release
+from tfds_dfew import audio, openpose, release
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,13 @@ holds 16 face-aligned frames of one clip, its label, id, original frame count, t
 Annotation/annotation.xlsx). Splits fold1..fold5 are the official five test sets; fold k's
 training set is the union of the other four. Split `unlabelled` holds the clips without a single
 label (multi-labelled), with label -1 and fold 0; it is absent when the release has none.
+"""
+
+_AUDIO_DESCRIPTION = """\
+Audio configs (`*_audio`): each record also holds the clip's whole sound track from
+Clip/original/<id>.mp4 as `audio` (int16 mono at 16 kHz, variable length; the 16 frames span the
+whole clip) and `audio_length` (int32, the number of samples; 0 = no usable sound, then `audio`
+is empty). Metadata `clips_without_audio` maps each such clip id to the reason.
 """
 
 _CITATION = """\
@@ -51,20 +62,29 @@ JPEG_QUALITY = 95
 
 @dataclasses.dataclass
 class DfewConfig(tfds.core.BuilderConfig):
-    """Stored frame size (pixels, square) of a build, and whether OpenPose keypoints are stored."""
+    """Stored frame size (pixels, square) of a build, and whether OpenPose keypoints and the sound are stored."""
 
     frame_size: int = 112
     pose: bool = False
+    audio: bool = False
 
 
-def _frame_config(size: int, pose: bool = False) -> DfewConfig:
+def _frame_config(size: int, pose: bool = False, with_audio: bool = False) -> DfewConfig:
+    description = (f"16 face frames per clip at {size}x{size} px, JPEG-encoded"
+                   + (", with OpenPose keypoints float32[16, 137, 3] of the same frames." if pose else "."))
+    if with_audio:
+        description += f" With the clip's whole sound track, int16 mono at {audio.SAMPLE_RATE} Hz."
     return DfewConfig(
-        name=f"frames{size}" + ("_pose" if pose else ""),
-        description=f"16 face frames per clip at {size}x{size} px, JPEG-encoded"
-        + (", with OpenPose keypoints float32[16, 137, 3] of the same frames." if pose else "."),
+        name=f"frames{size}" + ("_pose" if pose else "") + ("_audio" if with_audio else ""),
+        description=description,
         frame_size=size,
         pose=pose,
+        audio=with_audio,
     )
+
+
+class _StrictAudioError(release.ReleaseError):
+    """A clip without usable sound under strict: stops the build even with skip_bad_clips."""
 
 
 def encode_jpeg(frame: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
@@ -85,14 +105,17 @@ class Dfew(tfds.core.GeneratorBasedBuilder):
                  "split `unlabelled` (multi-labelled clips, label -1, fold 0); metadata `has_votes`, "
                  "`unlabelled_clips`, `label_conflicts`; `class_counts` counts labelled clips only.",
     }
-    BUILDER_CONFIGS = [_frame_config(s, pose) for pose in (False, True) for s in (112, 64, 224)]
+    # The audio configs come after the original six, which stay as they were.
+    BUILDER_CONFIGS = ([_frame_config(s, pose) for pose in (False, True) for s in (112, 64, 224)]
+                       + [_frame_config(s, pose, True) for pose in (False, True) for s in (112, 64, 224)])
     DEFAULT_CONFIG_NAME = "frames112"
     MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 DFEW is licence-restricted and is never downloaded by this builder. Request it from the DFEW
 authors (https://dfew-dataset.github.io), unpack it, and pass the folder that contains
 `EmoLabel_DataSplit/` and `Clip/` (with `clip_224x224_16f/` and/or `clip_224x224/`) as the
 manual dir. Keep `Annotation/annotation.xlsx` there too: it supplies the vote counts and tells
-which clips have no single label.
+which clips have no single label. The `_audio` configs also read the original videos with their
+sound, `Clip/original/<id>.mp4` (or pass another folder as --audio_dir).
 
     python -m tfds_dfew.build --manual_dir /path/to/DFEW --data_dir ~/tensorflow_datasets
 """
@@ -106,6 +129,7 @@ which clips have no single label.
         num_workers: int | None = None,
         openpose_dir: str | None = None,
         unlabelled: bool = True,
+        audio_dir: str | None = None,
         **kwargs,
     ):
         """Extra options (besides TFDS's own):
@@ -125,8 +149,16 @@ which clips have no single label.
           unlabelled: store the clips without a single label as split `unlabelled` (default).
             False leaves them out (metadata `unlabelled_clips` is then 0). The option is not part
             of the dataset's name: build into another data_dir to keep both variants.
+          audio_dir: the clips' original videos with sound, `<id>.mp4` (`_audio` configs only;
+            default `<manual_dir>/Clip/original`). A clip without a video, without an audio
+            stream, with undecodable or empty sound is stored with audio_length 0 and reported
+            (metadata `clips_without_audio`); with strict it stops the build. A missing folder
+            stops a strict build; otherwise every clip is stored without sound (all reported).
         """
         self._openpose_dir = openpose_dir
+        self._audio_dir = audio_dir
+        self._audio_dir_exists = False
+        self.no_audio: dict[str, str] = {}  # clip id -> why it is stored without sound
         self.no_pose: list[str] = []  # clips without OpenPose output
         self._frame_source = frame_source
         self._skip_bad_clips = skip_bad_clips
@@ -152,7 +184,7 @@ which clips have no single label.
     def _info(self) -> tfds.core.DatasetInfo:
         size = self.builder_config.frame_size
         return self.dataset_info_from_configs(
-            description=_DESCRIPTION,
+            description=_DESCRIPTION + (_AUDIO_DESCRIPTION if self.builder_config.audio else ""),
             features=tfds.features.FeaturesDict(
                 {
                     "frames": tfds.features.Sequence(
@@ -167,6 +199,10 @@ which clips have no single label.
                     **({"keypoints": tfds.features.Tensor(
                         shape=(release.NUM_FRAMES, 137, 3), dtype=np.float32, encoding=tfds.features.Encoding.ZLIB)}
                        if self.builder_config.pose else {}),
+                    **({"audio": tfds.features.Tensor(
+                        shape=(None,), dtype=np.int16, encoding=tfds.features.Encoding.ZLIB),
+                        "audio_length": np.int32}
+                       if self.builder_config.audio else {}),
                 }
             ),
             supervised_keys=("frames", "label"),
@@ -203,6 +239,8 @@ which clips have no single label.
                 raise release.ReleaseError(
                     f"{self._openpose_dir}: no OpenPose output folder. Run OpenPose over the clips (one folder of "
                     "*_keypoints.json per clip id) and pass it as --openpose_dir, or build a config without _pose.")
+        if self.builder_config.audio:
+            self._check_audio_dir(root)
         self.info.metadata["missing_clips"] = [c.clip_id for c in plan.missing]
         self.info.metadata["frame_source"] = self._frame_source
         self.info.metadata["has_votes"] = plan.has_votes
@@ -221,6 +259,37 @@ which clips have no single label.
             splits["unlabelled"] = self._generate_examples(plan.unlabelled)
         return splits
 
+    def _check_audio_dir(self, root: str) -> None:
+        """Resolves the folder of original videos; a missing one stops a strict build, else is reported."""
+        self._audio_dir = self._audio_dir or os.path.join(root, "Clip", "original")
+        self._audio_dir_exists = os.path.isdir(self._audio_dir)
+        if not self._audio_dir_exists:
+            if self._strict:
+                raise release.ReleaseError(
+                    f"{self._audio_dir}: no folder of original videos (<clip id>.mp4 with sound). Unpack Clip/original "
+                    "from the DFEW release there or pass its folder as --audio_dir; build without --strict to store "
+                    "every clip without sound (audio_length 0), or build a config without _audio.")
+            log.warning("%s: no folder of original videos; every clip is stored without sound (audio_length 0). "
+                        "Pass --audio_dir, or unpack Clip/original from the DFEW release.", self._audio_dir)
+        self.info.metadata["audio_dir"] = self._audio_dir
+        self.info.metadata["audio_sample_rate"] = audio.SAMPLE_RATE
+        self.info.metadata["clips_without_audio"] = {}
+
+    def _clip_audio(self, clip_id: str) -> np.ndarray:
+        """The clip's sound, int16 mono at 16 kHz; empty (and the reason kept) when it has none usable."""
+        path = audio.find_original(self._audio_dir, clip_id) if self._audio_dir_exists else None
+        samples, reason = audio.clip_audio(path)
+        if reason:
+            where = path or os.path.join(self._audio_dir, f"{clip_id}.mp4")
+            if self._strict:
+                raise _StrictAudioError(
+                    f"clip {clip_id}: {reason} ({where}). Restore the clip's original video, or build without "
+                    "--strict to store it without sound (audio_length 0, reported in clips_without_audio).")
+            self.no_audio[clip_id] = reason
+            if self._audio_dir_exists:
+                log.warning("Clip %s has no usable sound (%s: %s); stored with audio_length 0.", clip_id, where, reason)
+        return samples
+
     def _encode_clip(self, entry: release.ClipEntry):
         size = self.builder_config.frame_size
         frames, _, num_frames = release.load_clip(entry, size)
@@ -236,6 +305,10 @@ which clips have no single label.
         }
         if self.builder_config.pose:
             example["keypoints"] = self._keypoints(entry, num_frames)
+        if self.builder_config.audio:
+            samples = self._clip_audio(entry.clip_id)
+            example["audio"] = samples
+            example["audio_length"] = np.int32(samples.shape[0])
         return example
 
     def _keypoints(self, entry: release.ClipEntry, num_frames: int) -> np.ndarray:
@@ -258,25 +331,37 @@ which clips have no single label.
         def work(entry):
             try:
                 return entry, self._encode_clip(entry), None
+            except _StrictAudioError:
+                raise
             except release.ReleaseError as e:
                 if not self._skip_bad_clips:
                     raise
                 return entry, None, str(e)
 
         with concurrent.futures.ThreadPoolExecutor(self._num_workers) as pool:
-            for entry, example, error in pool.map(work, entries):
-                if example is None:
-                    log.warning("Leaving out clip %s: %s", entry.clip_id, error)
-                    self.skipped.append((entry.clip_id, error))
-                    self.info.metadata.setdefault("skipped_clips", []).append(entry.clip_id)
-                    continue
-                if self.no_pose:
-                    self.info.metadata["clips_without_openpose"] = sorted(set(self.no_pose))
-                if entry.label == release.UNLABELLED:
-                    self.info.metadata["unlabelled_clips"] = self.info.metadata.get("unlabelled_clips", 0) + 1
-                else:  # class counts of the labelled clips only
-                    counts = self.info.metadata.setdefault("class_counts", {})
-                    fold_counts = counts.setdefault(f"fold{entry.fold}", [0] * len(release.CLASS_NAMES))
-                    fold_counts[entry.label] += 1
-                yield entry.clip_id, example
+            try:
+                yield from self._collect(pool.map(work, entries))
+            except BaseException:  # an error (or the consumer stopping) ends the build: drop the queued clips
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+
+    def _collect(self, results):
+        """Yields (key, example) of the encoded clips in order and keeps the counts and reports."""
+        for entry, example, error in results:
+            if example is None:
+                log.warning("Leaving out clip %s: %s", entry.clip_id, error)
+                self.skipped.append((entry.clip_id, error))
+                self.info.metadata.setdefault("skipped_clips", []).append(entry.clip_id)
+                continue
+            if self.no_pose:
+                self.info.metadata["clips_without_openpose"] = sorted(set(self.no_pose))
+            if entry.clip_id in self.no_audio:
+                self.info.metadata["clips_without_audio"] = dict(sorted(self.no_audio.items()))
+            if entry.label == release.UNLABELLED:
+                self.info.metadata["unlabelled_clips"] = self.info.metadata.get("unlabelled_clips", 0) + 1
+            else:  # class counts of the labelled clips only
+                counts = self.info.metadata.setdefault("class_counts", {})
+                fold_counts = counts.setdefault(f"fold{entry.fold}", [0] * len(release.CLASS_NAMES))
+                fold_counts[entry.label] += 1
+            yield entry.clip_id, example
 
