@@ -7,6 +7,18 @@ Writes a tree laid out exactly like the official DFEW release (see DFEW.md):
     DIR/EmoLabel_DataSplit/{train,test}(single-labeled)/set_{1..5}.csv   (video_name,label)
     DIR/Annotation/annotation.xlsx     one row per clip id: 1happy..7fear (votes), order, label
     DIR/OpenPose/<id>/<id>_<000000000000..>_keypoints.json               one per frame
+    DIR/Clip/original/<id>.mp4         the clip's "original video": its clip_224x224 frames at
+                                       25 fps (tree frame size, MPEG-4) + a mono AAC sound track
+                                       of T / 25 s; ~10% of the clips have no sound track
+
+Every clip with frames gets an original video whose sound is speech-like, with class-dependent
+prosody (pitch level, range and contour, energy, syllable rate; tfds_dfew/synthetic_audio.py
+gives the design): in the hard scenario it separates the pairs the face confuses (angry /
+disgust, surprise / fear) and is clearly imperfect on its own. The sound of clip k is drawn from
+`clip_rng(seed, k, 4)` (a multi-labelled clip's from its blend), so adding it changes no other
+file; the clips without a sound track (`silent_clips`) are chosen from the seed alone. The
+originals cost ~30 ms of CPU per clip (sound 9 ms, mp4 with AAC 22 ms): a 200-clip hard tree
+took 8-9 s of CPU without them and 14-15 s with them; `--no_audio` skips them.
 
 The annotation has the released workbook's columns: the votes of 10 annotators per class
 (official label order), the clip number (`order`, unpadded) and the single label (1..7; 0 for a
@@ -33,11 +45,13 @@ and DFEW's share of multi-labelled clips; 1,000 labelled clips at 112 px by defa
 docstring gives the design. The easy scenario's output does not change with this option.
 
 Python API: `generate`, `plan`, `scenario_defaults`, `draw_clip`, `openpose_frames`,
-`write_split_csvs`, `annotation_votes`, `write_annotation`, `resample_indices`, `clip_rng`.
+`write_split_csvs`, `annotation_votes`, `write_annotation`, `resample_indices`, `clip_rng`,
+`silent_clips`.
 Class order is the project's (index 0..6: happy, sad, neutral, angry, surprise, disgust, fear);
 CSVs hold the official labels 1..7 (index + 1).
 CLI: `python -m tfds_dfew.synthetic --out DIR [--scenario easy|hard] [--clips N] [--seed S]
-[--frame_size PX] ...` (options left out take the scenario's defaults: easy 600 clips at 224 px).
+[--frame_size PX] [--no_audio | --no_audio_frac F] ...` (options left out take the scenario's
+defaults: easy 600 clips at 224 px).
 """
 
 from __future__ import annotations
@@ -62,7 +76,7 @@ from PIL import Image
 
 # Project class order (index 0..6); the official CSV label is index + 1.
 
-from tfds_dfew import synthetic_hard
+from tfds_dfew import synthetic_audio, synthetic_hard
 from tfds_dfew.synthetic_openpose import openpose_frames  # noqa: F401  (this module's API)
 from tfds_dfew.synthetic_draw import (  # noqa: F401  (re-exported: this module's API)
     CLASS_NAMES,
@@ -81,6 +95,9 @@ SPLIT_DIR = "EmoLabel_DataSplit"
 TRAIN_DIR = "train(single-labeled)"
 TEST_DIR = "test(single-labeled)"
 OPENPOSE_DIR = "OpenPose"
+ORIGINAL_DIR = "original"
+ORIGINAL_FPS = 25
+AUDIO_STREAM = 4  # clip_rng stream of a clip's sound
 ANNOTATION_DIR = "Annotation"
 ANNOTATION_FILE = "annotation.xlsx"
 ANNOTATION_HEADER = ("1happy", "2sad", "3neutral", "4angry", "5surprise", "6disgust", "7fear", "order", "label")
@@ -287,7 +304,7 @@ def _encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
 
 def _write_clip(task: tuple) -> int:
     """Draws one clip and writes its frame folders (+ OpenPose JSON). Returns frames written."""
-    out_dir, clip_id, label, num_frames, seed, frame_size, openpose, quality, scenario = task
+    out_dir, clip_id, label, num_frames, seed, frame_size, openpose, quality, scenario, original = task
     number = int(clip_id)
     if scenario == "hard":
         frames, docs, _ = synthetic_hard.draw(seed, number, label, num_frames, frame_size, openpose)
@@ -311,7 +328,28 @@ def _write_clip(task: tuple) -> int:
         for k, doc in enumerate(docs):
             with open(os.path.join(pose_dir, f"{clip_id}_{k:012d}_keypoints.json"), "w") as fh:
                 fh.write(json.dumps(doc, separators=(",", ":")))
+    if original is not None:  # 'sound' or 'silent'
+        sound = None
+        if original == "sound":
+            sound = synthetic_audio.speech(clip_rng(seed, number, AUDIO_STREAM), label,
+                                           num_frames / ORIGINAL_FPS, scenario=scenario)
+        orig_dir = os.path.join(out_dir, CLIP_DIR, ORIGINAL_DIR)
+        os.makedirs(orig_dir, exist_ok=True)
+        synthetic_audio.write_original(os.path.join(orig_dir, f"{clip_id}.mp4"), frames, sound,
+                                       fps=ORIGINAL_FPS)
     return num_frames
+
+
+def silent_clips(drawn: Sequence[str], seed: int, frac: float) -> list[str]:
+    """The clips (of `drawn`, the ids with frames) whose original video has no sound track:
+    round(frac * len(drawn)) of them (at least 1 when frac > 0 and 20+ clips), chosen from the
+    seed alone, sorted."""
+    if not 0.0 <= frac <= 1.0:
+        raise ValueError(f"no_audio_frac must be in [0, 1], got {frac}")
+    drawn = sorted(drawn, key=int)
+    count = min(len(drawn), _at_least_one(frac * len(drawn), frac, len(drawn)))
+    rng = np.random.default_rng([int(seed), 0x5EED, 2])
+    return sorted(drawn[i] for i in rng.permutation(len(drawn))[:count])
 
 
 _OWNED = (CLIP_DIR, SPLIT_DIR, OPENPOSE_DIR, ANNOTATION_DIR)
@@ -408,7 +446,8 @@ def generate(out_dir: str | os.PathLike, num_clips: int | None = None, seed: int
              multi_frac: float | None = None, class_probs: Sequence[float] | None = None,
              label_noise: float | None = None, openpose: bool = True,
              max_frames: int | None = None, jpeg_quality: int = 90, overwrite: bool = False,
-             workers: int | None = None, annotation: bool = True) -> dict:
+             workers: int | None = None, annotation: bool = True, audio: bool = True,
+             no_audio_frac: float = 0.1) -> dict:
     """Writes a synthetic DFEW release tree under out_dir and returns its summary.
 
     Args:
@@ -430,9 +469,14 @@ def generate(out_dir: str | os.PathLike, num_clips: int | None = None, seed: int
       workers: processes drawing clips; default 2 for large jobs, 1 (in-process) otherwise.
       annotation: also write Annotation/annotation.xlsx (votes and single label of every id,
         the listed clips without frames included).
+      audio: also write Clip/original/<id>.mp4 for every clip with frames (its frames at 25 fps
+        and a speech-like sound track of T / 25 s whose prosody follows the class).
+      no_audio_frac: share of those originals written without a sound track (video only; at
+        least 1 when > 0 and 20+ clips), chosen from the seed (`silent_clips`).
 
     Clip k is drawn from `clip_rng(seed, k)`; the OpenPose JSON from `clip_rng(seed, k, 1)`; its
-    annotation votes from `clip_rng(seed, k, 2)` (hard: its scenario parameters from stream 3).
+    annotation votes from `clip_rng(seed, k, 2)` (hard: its scenario parameters from stream 3);
+    its original video's sound from stream 4.
     A non-empty out_dir is refused unless overwrite (which replaces only Clip/,
     EmoLabel_DataSplit/, OpenPose/ and Annotation/).
 
@@ -442,7 +486,9 @@ def generate(out_dir: str | os.PathLike, num_clips: int | None = None, seed: int
     fold_drawn_class_counts {k: [7 counts of test clips with frames]}, missing_ids, short_ids,
     multi_ids, noisy_ids {id: official label it is drawn as}, num_frames {id: T}, votes
     {id: [7 vote counts]} and annotation_labels {id: 1..7, or 0 for multi-labelled} (every id,
-    also without annotation), annotation_path (None without annotation), frames_written, seconds.
+    also without annotation), annotation_path (None without annotation), original_ids (clips with
+    an original video; [] without audio), silent_ids (those without a sound track),
+    frames_written, seconds.
     """
     start = time.perf_counter()
     out_dir = os.fspath(out_dir)
@@ -452,6 +498,7 @@ def generate(out_dir: str | os.PathLike, num_clips: int | None = None, seed: int
     the_plan = plan(num_clips, seed, scenario=scenario, missing_frac=missing_frac,
                     short_frac=short_frac, multi_frac=multi_frac, class_probs=class_probs,
                     max_frames=max_frames, label_noise=label_noise)
+    silent = set(silent_clips(the_plan["drawn"], seed, no_audio_frac)) if audio else set()
     _prepare_out_dir(out_dir, overwrite)
 
     folds = {k: [] for k in range(1, NUM_FOLDS + 1)}
@@ -477,8 +524,9 @@ def generate(out_dir: str | os.PathLike, num_clips: int | None = None, seed: int
             label = the_plan["blends"][cid]
         else:
             label = noisy.get(cid, the_plan["labels"][cid]) - 1
+        original = None if not audio else ("silent" if cid in silent else "sound")
         tasks.append((out_dir, cid, label, the_plan["lengths"][cid], int(seed), int(frame_size),
-                      bool(openpose), int(jpeg_quality), scenario))
+                      bool(openpose), int(jpeg_quality), scenario, original))
     total_frames = sum(t[3] for t in tasks)
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if total_frames >= 2000 else 1
@@ -521,6 +569,8 @@ def generate(out_dir: str | os.PathLike, num_clips: int | None = None, seed: int
         "votes": {cid: v.tolist() for cid, v in votes.items()},
         "annotation_labels": annotation_labels,
         "annotation_path": annotation_path,
+        "original_ids": list(the_plan["drawn"]) if audio else [],
+        "silent_ids": sorted(silent, key=int),
         "frames_written": int(written),
         "seconds": time.perf_counter() - start,
     }
@@ -541,6 +591,7 @@ def format_summary(summary: dict) -> str:
         "  class counts: " + ", ".join(f"{k} {v}" for k, v in summary["class_counts"].items()),
         f"  label noise: {len(summary.get('noisy_ids', {}))} clips drawn as another class",
         f"  annotation: {summary['annotation_path'] or 'not written'} ({NUM_ANNOTATORS} votes per clip)",
+        _originals_line(summary),
         "  fold   train  test   test per class (" + " ".join(n[:3] for n in CLASS_NAMES) + ")",
     ]
     for k, c in summary["fold_counts"].items():
@@ -548,6 +599,14 @@ def format_summary(summary: dict) -> str:
         lines.append(f"  {k:4d} {c['train']:7d} {c['test']:5d}   {per}")
     lines.append(f"  took {summary['seconds']:.1f} s")
     return "\n".join(lines)
+
+
+def _originals_line(summary: dict) -> str:
+    originals, silent = summary.get("original_ids", []), summary.get("silent_ids", [])
+    if not originals:
+        return f"  original videos ({CLIP_DIR}/{ORIGINAL_DIR}): not written"
+    return (f"  original videos ({CLIP_DIR}/{ORIGINAL_DIR}, {ORIGINAL_FPS} fps): {len(originals)}, "
+            f"{len(originals) - len(silent)} with sound, {len(silent)} without")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -580,6 +639,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "surprise,disgust,fear)")
     parser.add_argument("--no_openpose", action="store_true", help="skip OpenPose/ JSON")
     parser.add_argument("--no_annotation", action="store_true", help="skip Annotation/annotation.xlsx")
+    parser.add_argument("--no_audio", action="store_true",
+                        help=f"skip {CLIP_DIR}/{ORIGINAL_DIR}/ (the original videos with sound)")
+    parser.add_argument("--no_audio_frac", type=float, default=0.1,
+                        help="share of original videos written without a sound track, e.g. 0.1")
     parser.add_argument("--workers", type=int, default=None, help="drawing processes (default: by size), e.g. 2")
     parser.add_argument("--overwrite", action="store_true",
                         help=f"replace {', '.join(_OWNED)} in a non-empty --out")
@@ -593,7 +656,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                            multi_frac=args.multi_frac, class_probs=probs,
                            label_noise=args.label_noise, openpose=not args.no_openpose,
                            max_frames=args.max_frames, overwrite=args.overwrite,
-                           workers=args.workers, annotation=not args.no_annotation)
+                           workers=args.workers, annotation=not args.no_annotation,
+                           audio=not args.no_audio, no_audio_frac=args.no_audio_frac)
     except (FileExistsError, NotADirectoryError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

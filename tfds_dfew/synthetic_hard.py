@@ -28,6 +28,10 @@ Complementary modalities.
     A pair clip shows its own gesture with probability `OWN_GESTURE_PROB`, else one from the
     generic mixture (which also holds each pair gesture at 5%), so pose alone cannot reach the
     ceiling either: it cannot tell the face-clear classes apart, and the face cannot split a pair.
+  * Sound (Clip/original/<id>.mp4, tfds_dfew/synthetic_audio.py) is a third, imperfect cue: its
+    prosody separates the pairs (angry loud, fast, accented vs disgust quiet, slow, falling;
+    surprise a rising jump vs fear high and trembling; ~0.9 pair accuracy from pitch / energy
+    statistics) and tells the face-clear classes apart only weakly (7 classes ~0.45-0.5).
   * Face landmarks in the OpenPose output are those of an in-the-wild detector: per-frame jitter
     (`LANDMARK_JITTER`) and a per-clip, per-point bias (`LANDMARK_BIAS`) in face half-widths,
     dropped under occluders and on strongly turned heads.
