@@ -97,7 +97,7 @@ def mini_xception_predictor(*, frame_size: int = DEFAULT_FRAME_SIZE, batch: int 
 
 def frame_size_of(dataset_name: str) -> int:
     """'dfew/frames112' or 'dfew/frames112_pose' -> 112; 'dfew' (its default config) -> 112."""
-    m = re.fullmatch(r"dfew(?:/frames(\d+)(?:_pose)?)?(?::[\d.]+)?", dataset_name)
+    m = re.fullmatch(r"dfew(?:/frames(\d+)(?:_pose)?(?:_audio)?)?(?::[\d.]+)?", dataset_name)
     if m is None:
         raise ConfigError(f"frames dataset {dataset_name!r}: expected dfew/frames<size>, e.g. dfew/frames112.")
     return int(m.group(1) or DEFAULT_FRAME_SIZE)

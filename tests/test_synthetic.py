@@ -56,7 +56,7 @@ def test_layout_and_file_names(tree):
     root, summary = tree
     assert sorted(os.listdir(root)) == ["Annotation", "Clip", "EmoLabel_DataSplit", "OpenPose"]
     assert os.listdir(os.path.join(root, "Annotation")) == ["annotation.xlsx"]
-    assert sorted(os.listdir(os.path.join(root, "Clip"))) == ["clip_224x224", "clip_224x224_16f"]
+    assert sorted(os.listdir(os.path.join(root, "Clip"))) == ["clip_224x224", "clip_224x224_16f", "original"]
     ids = summary["ids"]
     assert ids[0] == "00001" and all(len(i) == 5 and i.isdigit() for i in ids)
     numbers = [int(i) for i in ids]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import fractions
 import os
 
+import av
 import numpy as np
 
 SAMPLE_RATE = 16_000
@@ -68,7 +69,6 @@ def decode(path, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     file, undecodable, or truncated (decodes to clearly less than its declared duration); the
     message names the path.
     """
-    import av  # PyAV: imported here so that modules importing this one stay light
 
     path = os.fspath(path)
     if not os.path.exists(path):

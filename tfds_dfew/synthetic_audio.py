@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import os
 
+import av
 import numpy as np
 
 NUM_CLASSES = 7
@@ -250,7 +251,6 @@ def write_original(path: str | os.PathLike, frames: np.ndarray, audio: np.ndarra
     """Writes an mp4: frames uint8[T, H, W, 3] as MPEG-4 video at fps, and `audio` (float[n] mono at
     sample_rate, n = T / fps * sample_rate after rounding; trimmed or zero-padded to that) as an AAC
     track at TRACK_RATE, or no audio stream when audio is None. Atomic (temp name + rename)."""
-    import av  # PyAV: only the writer needs it
 
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
