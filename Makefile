@@ -1,6 +1,7 @@
 # One command each on a fresh machine:
-#   make demo   venv + install, synthetic DFEW-layout data (hard scenario), build, extract features, pretrain OmniVec,
-#               fold 1 ablation: face, face+pose, face+pose+omnivec (table, chart, curves, per-setup evaluation)
+#   make demo   venv + install, synthetic DFEW-layout data (hard scenario, with sound), build, extract features,
+#               pretrain OmniVec, fold 1 ablation: face, face+pose, face+audio, face+pose+audio, face+pose+omnivec
+#               (table, chart, curves, per-setup evaluation)
 #   make test   venv + install (with test extras), the test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -32,15 +33,15 @@ install-test: $(VENV)/.installed-test
 
 demo: $(VENV)/.installed
 	@# data made by an older demo (another scenario) is replaced, with everything built from it
-	@test -f $(DEMO_DATA)/.complete-hard || (rm -rf $(DEMO_TFDS) $(DEMO_RUN) $(DEMO_OMNIVEC) && \
+	@test -f $(DEMO_DATA)/.complete-hard-audio || (rm -rf $(DEMO_TFDS) $(DEMO_RUN) $(DEMO_OMNIVEC) && \
 		$(PY) -m tfds_dfew.synthetic --scenario hard --out $(DEMO_DATA) --seed 0 --overwrite)
-	@touch $(DEMO_DATA)/.complete-hard
-	$(PY) -m tfds_dfew.build --manual_dir $(DEMO_DATA) --data_dir $(DEMO_TFDS) --config frames112_pose
-	$(PY) -m fer_jax.extract --config configs/extract.py:mini_xception_fer,source=frames112_pose
+	@touch $(DEMO_DATA)/.complete-hard-audio
+	$(PY) -m tfds_dfew.build --manual_dir $(DEMO_DATA) --data_dir $(DEMO_TFDS) --config frames112_pose_audio
+	$(PY) -m fer_jax.extract --config configs/extract.py:mini_xception_fer,source=frames112_pose_audio
 	$(PY) -m fer_jax.pretrain --config configs/omnivec.py:demo --workdir $(DEMO_OMNIVEC)
 	$(PY) -m fer_jax.extract --config configs/extract.py:omnivec,run=$(DEMO_OMNIVEC)
 	$(PY) -m fer_jax.cross_validate --config configs/demo.py --workdir $(DEMO_RUN) --folds 1 \
-		--subsets face,face+pose,face+pose+omnivec
+		--subsets face,face+pose,face+audio,face+pose+audio,face+pose+omnivec
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
