@@ -7,8 +7,8 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCHMARKS = ("generator_inference resnet18", "generator_inference vit_b16", "mini_xception_inference", "train_step",
-              "pretrain_step", "finetune_step", "dense_backward")
+BENCHMARKS = ("generator_inference resnet18", "generator_inference vit_b16", "mini_xception_inference", "audio_inference",
+              "train_step", "pretrain_step", "finetune_step", "dense_backward")
 
 
 @pytest.mark.slow
