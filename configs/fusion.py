@@ -17,12 +17,25 @@ Extract the features first: python -m fer_jax.extract --config configs/extract.p
 (then configs/extract.py:omnivec,run=... or configs/extract.py:npy,path=... for those modalities).
 """
 
+import json
+import os
+
 import ml_collections
 
 from configs import variants
 
 OPTIONS = ("fold", "generator", "features", "omnivec_run", "audio")
 AUDIO_GENERATORS = ("logmel", "wav2vec2_base", "hubert_base")  # audio=<one of these>: cached features
+
+
+def _omnivec_inputs(run: str, generator: str) -> dict:
+    """{part: dataset key} the pretraining run in `run` read (face and pose when its config is not there yet)."""
+    path = os.path.join(os.path.expanduser(run), "config.json")
+    if not os.path.exists(path):
+        return {"face": f"face_{generator}", "pose": "keypoints"}
+    with open(path) as f:
+        modalities = json.load(f).get("modalities", {})
+    return {name: spec["input"] for name, spec in modalities.items()}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -63,7 +76,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     }
     if omnivec_run:  # the OmniVec network itself, on its own inputs, fine-tuned with the transformer
         available["omnivec"] = {"input": "", "tokenizer": "omnivec", "checkpoint": omnivec_run,
-                                "inputs": {"face": f"face_{generator}", "pose": "keypoints"}}
+                                "inputs": _omnivec_inputs(omnivec_run, generator)}
     unknown = [m for m in modalities if m not in available]
     if unknown:
         raise ValueError(f"configs/fusion.py: unknown modality {unknown}; available: {sorted(available)}.")

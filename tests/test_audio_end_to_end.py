@@ -122,6 +122,11 @@ def test_omnivec_pretrains_with_audio_and_its_features_carry_the_sound(built, tm
     c.batch_size, c.num_train_steps, c.checkpoint_every, c.log_every, c.progress_bar = 8, 3, 3, 1, False
     c.model.width, c.model.depth, c.model.mlp_dim = 32, 1, 64
     pretrain.pretrain(c, str(tmp_path / "omnivec"))
+    # fine-tuned inside the fusion model, on its own three inputs (the sound's per-slice log-mel among them)
+    tuned = _config(data_dir, f"face+omnivec,omnivec_run={tmp_path / 'omnivec'}")
+    assert dict(tuned.modalities.omnivec.inputs) == {"face": "face_mini_xception_fer", "pose": "keypoints",
+                                                     "audio": "audio_logmel"}
+    assert train.train_and_evaluate(tuned, str(tmp_path / "tuned"))["step"] == 2
     e = extract_configs.get_config(f"omnivec,run={tmp_path / 'omnivec'},features={FEATURES}")
     e.source.data_dir, e.output.data_dir = data_dir, str(tmp_path / "out")
     e.batch_size = 8
