@@ -230,7 +230,8 @@ def build_dataset(root: str, quick: bool) -> str:
     absl_logging.set_verbosity(absl_logging.ERROR)
     release, data_dir = os.path.join(root, "DFEW"), os.path.join(root, "tfds")
     size = 64 if quick else 112
-    synthetic.generate(release, 30 if quick else 60, seed=0, frame_size=size, max_frames=16, openpose=False, workers=1)
+    synthetic.generate(release, 30 if quick else 60, seed=0, frame_size=size, max_frames=16, openpose=False, workers=1,
+                       audio=False)
     build.build(release, data_dir, config=f"frames{size}", num_workers=1)
     return data_dir
 

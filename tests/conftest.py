@@ -13,7 +13,8 @@ def tiny_release(tmp_path_factory):
     from tfds_dfew import synthetic
 
     root = tmp_path_factory.mktemp("release") / "DFEW"
-    summary = synthetic.generate(root, TINY_CLIPS, seed=3, frame_size=TINY_FRAME_SIZE, max_frames=24, workers=1)
+    summary = synthetic.generate(root, TINY_CLIPS, seed=3, frame_size=TINY_FRAME_SIZE, max_frames=24, workers=1,
+                                 audio=False)
     return str(root), summary
 
 

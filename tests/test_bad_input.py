@@ -25,7 +25,7 @@ def small_release(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("small") / "DFEW"
     synthetic.generate(root, 12, seed=5, frame_size=32, max_frames=18, missing_frac=0.0, short_frac=0.0,
-                       multi_frac=0.0, workers=1)
+                       multi_frac=0.0, workers=1, audio=False)
     return root
 
 

@@ -196,7 +196,7 @@ def multi_release(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("multi") / "DFEW"
     summary = synthetic.generate(root, 10, seed=9, frame_size=32, max_frames=18, multi_frac=0.3, missing_frac=0.0,
-                                 short_frac=0.0, workers=1)
+                                 short_frac=0.0, workers=1, audio=False)
     return root, summary
 
 
@@ -237,7 +237,8 @@ def test_no_multi_labelled_clips_means_no_unlabelled_split(tmp_path):
 
     root = tmp_path / "DFEW"
     synthetic.generate(root, 6, seed=2, frame_size=32, max_frames=17, multi_frac=0.0, missing_frac=0.0,
-                       short_frac=0.0, openpose=False, workers=1)
+                       short_frac=0.0, openpose=False, workers=1,
+                       audio=False)
     builder = build.build(str(root), str(tmp_path / "tfds"), config="frames64", num_workers=1)
     assert set(builder.info.splits) == {f"fold{k}" for k in range(1, 6)}
     assert builder.info.metadata["has_votes"] is True and builder.info.metadata["unlabelled_clips"] == 0

@@ -17,7 +17,8 @@ def hard_features(tmp_path_factory):
     from tfds_dfew import build, synthetic
 
     root = tmp_path_factory.mktemp("hard") / "DFEW"
-    synthetic.generate(root, CLIPS, seed=0, frame_size=SIZE, scenario="hard", multi_frac=0.0, workers=2)
+    synthetic.generate(root, CLIPS, seed=0, frame_size=SIZE, scenario="hard", multi_frac=0.0, workers=2,
+                       audio=False)
     data_dir = str(tmp_path_factory.mktemp("hard_tfds"))
     build.build(str(root), data_dir, config=f"frames{SIZE}_pose", num_workers=2)
     config = extract_config(data_dir, data_dir)

@@ -81,7 +81,7 @@ def frames_dir(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("recipes_release") / "DFEW"
     synthetic.generate(root, NUM_CLIPS, seed=11, frame_size=FRAME_SIZE, missing_frac=0.0, short_frac=0.0,
-                       multi_frac=0.0, max_frames=16, workers=1)
+                       multi_frac=0.0, max_frames=16, workers=1, audio=False)
     data_dir = str(tmp_path_factory.mktemp("recipes_tfds"))
     build.build(str(root), data_dir, config=f"frames{FRAME_SIZE}", num_workers=2)
     return data_dir
