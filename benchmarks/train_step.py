@@ -1,6 +1,6 @@
 """Benchmark: fusion-transformer training throughput (clips/s) of the real JAX train step vs PyTorch eager.
 
-    python benchmarks/train_step.py [--quick] [--batch 32] [--rounds 15]
+    python benchmarks/train_step.py [--quick] [--batch 32] [--rounds 15] [--no-compile]
 
 One process, one Markdown table on stdout, JSON in benchmarks/results/. Parts:
 
@@ -13,7 +13,10 @@ One process, one Markdown table on stdout, JSON in benchmarks/results/. Parts:
    modalities face/pose/omnivec (float32[B, 16, 135 | 411 | 256], `linear` tokenizers), so
    49 tokens (CLS + 3 x 16); width 256, depth 4, 8 heads, MLP 1024, dropout 0.1, head dropout 0.1.
    Against `benchmarks/torch_fusion.py` (PyTorch eager, same architecture and optimizer; equal
-   parameter counts asserted). After compiling and warming up, rounds alternate the frameworks
+   parameter counts asserted), and against the same PyTorch twin under `torch.compile` (its own
+   model instance with the same initial weights, the same batch; compiled before timing, the
+   compile time reported; if compiling fails its row says why; skipped with --no-compile and in
+   --quick). After compiling and warming up, rounds alternate the frameworks
    (the order rotates every round); a round times `--steps` consecutive steps (JAX blocks only
    at the end of them, as the training loop does). Reported: medians of the per-step time, and
    the best round (less sensitive to other programs: PyTorch's OpenMP threads slow down far more
@@ -157,17 +160,19 @@ class JaxStep:
 
 
 class TorchStep:
-    """benchmarks/torch_fusion.py's eager step on one fixed batch; `run(k)` = k steps."""
+    """benchmarks/torch_fusion.py's step on one fixed batch, eager or under torch.compile; `run(k)` = k steps."""
 
-    def __init__(self, config, device: str, feature_dims=None):
+    def __init__(self, config, device: str, feature_dims=None, compiled: bool = False):
         import torch
 
         tf = load_torch_fusion()
         self.torch, self.tf, self.config, self.device = torch, tf, config, device
         torch.manual_seed(int(config.seed))
-        self.model = tf.from_config(config, feature_dims or FEATURE_DIMS, NUM_FRAMES).to(device)
-        self.params = tf.param_count(self.model)
-        self.opt, self.sched = tf.make_optimizer(self.model, config)
+        self.module = tf.from_config(config, feature_dims or FEATURE_DIMS, NUM_FRAMES).to(device)
+        self.params = tf.param_count(self.module)
+        # the optimizer holds the module's parameters; a compiled wrapper shares them
+        self.model = torch.compile(self.module) if compiled else self.module
+        self.opt, self.sched = tf.make_optimizer(self.module, config)
         batch = random_batch(config.batch_size, feature_dims=feature_dims)
         self.batch = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
         self.batch["label"] = self.batch["label"].long()
@@ -362,6 +367,16 @@ def markdown(r: dict) -> str:
         step_row("PyTorch eager train step", pt),
         f"| JAX / PyTorch clips/s | {r['ratio']:.2f}x | best rounds: {r['ratio_best']:.2f}x; target >= 1.2x: "
         f"{'met' if r['ratio'] >= 1.2 else 'not met'} |",
+    ]
+    if "torch_compile" in s:
+        tc = s["torch_compile"]
+        lines += [step_row("PyTorch torch.compile train step", tc,
+                           f"; compiled in {r['torch_compile_s']:.0f} s; {tc['clips_per_s'] / pt['clips_per_s']:.2f}x eager"),
+                  f"| JAX / torch.compile clips/s | {r['ratio_compile']:.2f}x | best rounds: "
+                  f"{r['ratio_compile_best']:.2f}x |"]
+    elif r.get("torch_compile_error"):
+        lines.append(f"| PyTorch torch.compile train step | not measured | {r['torch_compile_error']} |")
+    lines += [
         f"| JAX step FLOP/s / matmul peak | {100 * r['peak_fraction']:.0f}% | {jx['gflops']:.0f} GFLOP/s of numpy's "
         f"{peak['numpy']['gflops']:.0f} (the issue's peak); target >= 65%: "
         f"{'met' if r['peak_fraction'] >= 0.65 else 'not met'}; of jax.jit's {peak['jax']['gflops']:.0f}: "
@@ -423,6 +438,21 @@ def main(args) -> dict:
     if jstep.params != tstep.params:
         raise AssertionError(f"parameter counts differ: JAX {jstep.params:,} vs PyTorch {tstep.params:,}")
     steps = {"jax": jstep.run, "torch": tstep.run}
+    compile_info = {}
+    if args.no_compile or quick:
+        compile_info["torch_compile_error"] = "skipped (--no-compile or --quick)"
+    else:
+        log("compiling the PyTorch step with torch.compile ...")
+        t0 = time.perf_counter()
+        try:
+            cstep = TorchStep(config, torch_device, compiled=True)
+            cstep.run(2)  # compiles forward and backward (the first steps); failures show here
+            steps["torch_compile"] = cstep.run
+            compile_info["torch_compile_s"] = time.perf_counter() - t0
+        except Exception as e:  # an install without a working compiler: say why, measure the rest
+            first = (str(e).strip().splitlines() or [""])[0]
+            compile_info["torch_compile_error"] = f"torch.compile failed: {type(e).__name__}: {first}"[:300]
+            log(compile_info["torch_compile_error"])
     if not quick and not args.no_diagnostics:
         nd = JaxStep(benchmark_config(args.batch, num_heads=args.heads, dropout=0.0, head_dropout=0.0))
         steps["jax_nodropout"] = nd.run
@@ -443,7 +473,11 @@ def main(args) -> dict:
         "peak_fraction": stats["jax"]["gflops"] / peak["numpy"]["gflops"],
         "flops_per_step": flops,
         "jax_compile_s": compile_s,
+        **compile_info,
     }
+    if "torch_compile" in stats:
+        result["ratio_compile"] = stats["jax"]["clips_per_s"] / stats["torch_compile"]["clips_per_s"]
+        result["ratio_compile_best"] = stats["jax"]["best_clips_per_s"] / stats["torch_compile"]["best_clips_per_s"]
     if not args.no_pipeline:
         log("input pipeline ...")
         snap = cpu_snapshot()
@@ -481,6 +515,7 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=0, help="steps per round (default 5, quick 2)")
     p.add_argument("--no-pipeline", action="store_true", help="skip the input-pipeline part")
     p.add_argument("--no-diagnostics", action="store_true", help="skip the dropout-0 JAX row")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile contender (--quick skips it too)")
     return p.parse_args(argv)
 
 
