@@ -1,6 +1,6 @@
 """Benchmark: feature extraction as a user runs it, end to end (JPEG decoding included), JAX vs torchvision.
 
-    python benchmarks/extract_end_to_end.py [--clips 300] [--rounds 2] [--no-compile] [--quick]
+    python benchmarks/extract_end_to_end.py [--clips 300] [--rounds 2] [--no-compile] [--variants a,b] [--quick]
 
 A synthetic DFEW release (`tfds_dfew.synthetic.generate`, 112 px frames, no sound, no OpenPose)
 is generated and built into `dfew/frames112` in a temp dir, and random ResNet-18 weights are
@@ -264,6 +264,12 @@ def main(args) -> dict:
         frames = clips * FRAMES_PER_CLIP
         log(f"built: {splits} ({clips} clips with frames)")
         plan = contenders(data_dir, weights, compile_torch)
+        if args.variants:
+            wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
+            unknown = sorted(set(wanted) - set(plan))
+            if unknown:
+                raise SystemExit(f"unknown variants {unknown}; choose from {list(plan)}")
+            plan = {k: plan[k] for k in wanted}
         names = list(plan)
         runs = {n: [] for n in names}
         kept = {}
@@ -331,6 +337,8 @@ def parse_args(argv=None):
     p.add_argument("--clips", type=int, default=0, help="clips in the synthetic release (default 300, quick 24)")
     p.add_argument("--rounds", type=int, default=0, help="interleaved rounds (default 2, quick 1)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile contender")
+    p.add_argument("--variants", default="", help="comma-separated subset of jax, jax_xla_defaults, torch_eager, "
+                   "torch_compile (default: all)")
     p.add_argument("--timeout", type=float, default=600, help="seconds one command may run")
     p.add_argument("--keep", action="store_true", help="keep the temp folder (release, build, outputs)")
     p.add_argument("--torch-worker", choices=("eager", "compile"), help=argparse.SUPPRESS)
