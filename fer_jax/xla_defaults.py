@@ -9,8 +9,12 @@ kernels; `--xla_cpu_experimental_ynn_fusion_type=` turns them off. Measured on a
 AMD EPYC with AVX-512 (issue #14; `benchmarks/generator_inference.py`, README "Performance"):
 ResNet-18 features went from 0.85x torchvision eager to 1.30x; the CLIP ViT-B/16 tower and the
 mini-Xception (whose convolutions are written as multiply-adds and matmuls) were not slowed.
-The flag was measured for inference only; training keeps XLA's defaults (on the fusion
-transformer's train step no CPU flag helped, and YNN's `+eltwise` made it ~45% slower).
+Training processes can ask for `use_training_defaults()` (the same flag,
+`fer_jax.models.resnet.CPU_TRAINING_XLA_FLAGS`): on the end-to-end fine-tuning step
+(configs/paper.py:finetune, frames -> ResNet-18 -> fusion transformer) the Eigen convolutions
+also compute the weight gradients faster, and the ResNet's matmul BatchNorm statistics pay off
+only without YNNPACK; the step went ~1.2x faster (benchmarks/finetune_step.py). On the fusion
+transformer's own train step no CPU flag helped, and YNN's `+eltwise` made it ~45% slower.
 
 The defaults apply only when the user has not set XLA_FLAGS (theirs win, untouched) and only
 when the process will run on the CPU: JAX_PLATFORMS names no other platform first, and no GPU
@@ -25,7 +29,8 @@ import importlib.metadata
 import os
 import sys
 
-from fer_jax.models.resnet import CPU_INFERENCE_XLA_FLAGS
+from fer_jax.models.resnet import CPU_INFERENCE_XLA_FLAGS, CPU_TRAINING_XLA_FLAGS
+
 # Distributions that make JAX run on an accelerator by default.
 ACCELERATOR_PLUGINS = ("jax-cuda12-plugin", "jax-cuda13-plugin", "jax-rocm60-plugin", "jax-rocm7-plugin", "libtpu",
                        "libtpu-nightly", "jax-metal")
@@ -60,16 +65,25 @@ def use_inference_defaults(environ=None, *, log=None) -> str | None:
     Returns the flags it set, or None when it left the environment alone. Logs one line either
     line when it sets them (what, and how to override) to stderr, or to `log`.
     """
+    return _use_defaults(CPU_INFERENCE_XLA_FLAGS, "inference", environ, log)
+
+
+def use_training_defaults(environ=None, *, log=None) -> str | None:
+    """As use_inference_defaults, with the CPU flags measured on the fine-tuning train step."""
+    return _use_defaults(CPU_TRAINING_XLA_FLAGS, "training", environ, log)
+
+
+def _use_defaults(flags: str, what: str, environ, log) -> str | None:
     real = environ is None  # this process's environment (a dict passed in is only described, as in tests)
     environ = os.environ if real else environ
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
     if "XLA_FLAGS" in environ or not runs_on_cpu(environ):
         return None
     if real and _backend_started():
-        say("XLA inference defaults not applied: JAX's backend has already started (call "
-            "fer_jax.xla_defaults.use_inference_defaults() before the first JAX computation).")
+        say(f"XLA {what} defaults not applied: JAX's backend has already started (call "
+            f"fer_jax.xla_defaults.use_{what}_defaults() before the first JAX computation).")
         return None
-    environ["XLA_FLAGS"] = CPU_INFERENCE_XLA_FLAGS
-    say(f"note: using XLA_FLAGS={CPU_INFERENCE_XLA_FLAGS} (faster CPU inference, README 'Performance'); "
+    environ["XLA_FLAGS"] = flags
+    say(f"note: using XLA_FLAGS={flags} (faster CPU {what}, README 'Performance'); "
         "set XLA_FLAGS yourself to override it (XLA_FLAGS= for XLA's own defaults).")
-    return CPU_INFERENCE_XLA_FLAGS
+    return flags

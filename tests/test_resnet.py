@@ -236,3 +236,43 @@ def test_bfloat16_compute_keeps_float32_params(tv18):
     feats = model.features(jnp.asarray(x))
     assert feats.dtype == jnp.float32
     assert rel_err(feats, torch_forward(tv18, x, features=True)) < 5e-2
+
+
+def test_max_pool_matches_torch_with_ties():
+    # ReLU outputs: many zeros, so windows tie; torch sends each window's gradient to its first maximum
+    x = np.maximum(batch((2, 13, 10, 5), seed=9), 0)
+    pool = lambda v: jax.lax.reduce_window(v, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1),  # noqa: E731
+                                           ((0, 0), (1, 1), (1, 1), (0, 0)))
+    y, vjp = jax.vjp(R.max_pool_3x3_s2, jnp.asarray(x))
+    g = batch(y.shape, seed=10)
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).requires_grad_()
+    yt = torch.nn.functional.max_pool2d(xt, 3, 2, 1)
+    yt.backward(torch.from_numpy(np.ascontiguousarray(g.transpose(0, 3, 1, 2))))
+    np.testing.assert_array_equal(np.asarray(y), yt.detach().numpy().transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(pool(jnp.asarray(x))))
+    np.testing.assert_array_equal(np.asarray(vjp(jnp.asarray(g))[0]), xt.grad.numpy().transpose(0, 2, 3, 1))
+
+
+def test_train_mode_gradients_match_torch():
+    tv = random_torchvision("resnet18", seed=5).train()
+    model = abstract("resnet18")
+    load_torchvision(model, tv.state_dict(), strict=True)
+    x, r = batch((3, 48, 48, 3), seed=11), batch((3, 1000), seed=12)
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).requires_grad_()
+    (tv(xt) * torch.from_numpy(r)).sum().backward()
+
+    def loss(params, rest, x):
+        return jnp.sum(nnx.merge(graphdef, params, rest, copy=True)(x, train=True) * r)
+
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    grads, dx = jax.jit(jax.grad(loss, argnums=(0, 2)))(params, rest, jnp.asarray(x))
+    assert rel_err(dx, xt.grad.numpy().transpose(0, 2, 3, 1)) < 1e-3
+    flat = dict(nnx.to_flat_state(grads))
+    checked = {("conv1", "kernel"): tv.conv1.weight, ("bn1", "scale"): tv.bn1.weight,
+               ("layer1", 0, "conv2", "kernel"): tv.layer1[0].conv2.weight,
+               ("layer2", 0, "bn2", "bias"): tv.layer2[0].bn2.bias,
+               ("layer4", 1, "conv2", "kernel"): tv.layer4[1].conv2.weight, ("fc", "kernel"): tv.fc.weight}
+    for path, tparam in checked.items():
+        want = tparam.grad.numpy()
+        want = want.transpose(2, 3, 1, 0) if want.ndim == 4 else want.T
+        assert rel_err(flat[path].get_value(), want) < 1e-3, path

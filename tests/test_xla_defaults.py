@@ -32,6 +32,18 @@ def test_sets_the_flags_only_when_unset_and_on_cpu():
     assert len(lines) == 1
 
 
+def test_training_defaults_follow_the_same_rules():
+    lines = []
+    env = {"JAX_PLATFORMS": "cpu"}
+    assert xla_defaults.use_training_defaults(env, log=lines.append) == resnet.CPU_TRAINING_XLA_FLAGS
+    assert env["XLA_FLAGS"] == resnet.CPU_TRAINING_XLA_FLAGS
+    assert len(lines) == 1 and "training" in lines[0] and "override" in lines[0]
+    for env in ({"JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}, {"JAX_PLATFORMS": "cuda"}):
+        before = dict(env)
+        assert xla_defaults.use_training_defaults(env, log=lines.append) is None and env == before
+    assert len(lines) == 1
+
+
 def test_an_installed_accelerator_plugin_means_not_cpu(monkeypatch):
     monkeypatch.setattr(xla_defaults, "_installed", lambda d: d == "jax-cuda12-plugin")
     assert not xla_defaults.runs_on_cpu({})

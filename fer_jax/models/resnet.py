@@ -48,6 +48,13 @@ BN_MOMENTUM = 0.9
 # fusions, ~1.3x torchvision eager frames/s there vs ~0.85x with the defaults. Flags act on the
 # whole process and must be in XLA_FLAGS before JAX starts; measured for inference only.
 CPU_INFERENCE_XLA_FLAGS = "--xla_cpu_experimental_ynn_fusion_type="
+# The same flag for training on CPU: measured on the configs/paper.py:finetune step (frames ->
+# ResNet-18 -> fusion transformer, benchmarks/finetune_step.py and benchmarks/conv_backward.py),
+# XLA's Eigen convolutions also compute the weight gradients ~1.5x faster than the YNNPACK
+# fusions (conv1's 7x7 and layer1's 3x3 most), and the BatchNorm statistics' dots
+# (_batch_norm_train) only pay off without YNNPACK: with both, the step is ~1.2x faster than
+# with the defaults (interleaved, same process count, load 7-9 on 2 cores).
+CPU_TRAINING_XLA_FLAGS = "--xla_cpu_experimental_ynn_fusion_type="
 
 _conv_init = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")  # kaiming_normal_(fan_out, relu)
 _fc_kernel_init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")  # nn.Linear default
@@ -69,6 +76,57 @@ def normalize_imagenet(frames: Any) -> jax.Array:
     mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)
     std = jnp.asarray(IMAGENET_STD, jnp.float32)
     return (x - mean) / std
+
+
+def _pool_views(x: jax.Array) -> list[jax.Array]:
+    """The 9 strided views of x (padded by 1 with -inf) under a 3x3 stride-2 window, in row-major order."""
+    b, h, w, c = x.shape
+    ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1  # (h + 2 * 1 - 3) // 2 + 1
+    padded = jax.lax.pad(x, jnp.array(-jnp.inf, x.dtype), ((0, 0, 0), (1, 1, 0), (1, 1, 0), (0, 0, 0)))
+    return [
+        jax.lax.slice(padded, (0, i, j, 0), (b, i + 2 * (ho - 1) + 1, j + 2 * (wo - 1) + 1, c), (1, 2, 2, 1))
+        for i in range(3)
+        for j in range(3)
+    ]
+
+
+@jax.custom_vjp
+def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
+    """torchvision ResNet's stem max-pool (3x3 window, stride 2, padding 1) as the max of 9 strided views.
+
+    x: f32[B, H, W, C] -> f32[B, (H - 1) // 2 + 1, (W - 1) // 2 + 1, C]. Same values as
+    `lax.reduce_window(x, -inf, max, (1, 3, 3, 1), (1, 2, 2, 1), padding 1)`; the gradient goes to each
+    window's first maximum in row-major order, as torch's max_pool2d sends it (ReLU zeros tie often).
+    XLA:CPU differentiates a reduce-window max into a variadic reduce-window that tracks four int32
+    index arrays, ~0.5-0.8 s of a 128-frame 104 px training step (issue: fine-tuning end to end);
+    this backward is a few elementwise passes and strided pads.
+    """
+    views = _pool_views(x)
+    out = views[0]
+    for view in views[1:]:
+        out = jnp.maximum(out, view)
+    return out
+
+
+def _max_pool_forward(x):
+    out = max_pool_3x3_s2(x)
+    return out, (x, out)
+
+
+def _max_pool_backward(residuals, grad):
+    x, out = residuals
+    taken, masks = jnp.zeros(out.shape, bool), []
+    for view in _pool_views(x):
+        masks.append((view == out) & ~taken)
+        taken = taken | masks[-1]
+
+    def winners(x):
+        return sum(jnp.where(mask, view, 0) for mask, view in zip(masks, _pool_views(x)))
+
+    return jax.vjp(winners, x)[1](grad)
+
+
+max_pool_3x3_s2.defvjp(_max_pool_forward, _max_pool_backward)
 
 
 def _conv(in_ch: int, out_ch: int, kernel: int, stride: int, *, fused: bool, dtype: Any, rngs: nnx.Rngs) -> nnx.Conv:
@@ -100,10 +158,35 @@ def _bn(features: int, *, fused: bool, dtype: Any, rngs: nnx.Rngs) -> nnx.BatchN
     )
 
 
+def _batch_norm_train(bn: nnx.BatchNorm, x: jax.Array) -> jax.Array:
+    """`bn(x, use_running_average=False)` for float32 x, with the batch statistics taken by matmuls.
+
+    x: f32[..., C]. Same results as flax (two-pass biased variance, running statistics mixed with
+    `bn.momentum`) up to float32 rounding. The mean and variance over the N = x.size / C rows are
+    (1/N)[N] @ x[N, C] and (1/N)[N] @ (x - mean)**2: XLA:CPU runs these dots (and their transposes
+    in the backward pass) several times faster than the reductions flax's BatchNorm lowers to
+    (split into reduce-windows of partial sums), the largest part of a ResNet-18 training step
+    after the convolutions.
+    """
+    c = x.shape[-1]
+    flat = x.reshape(-1, c)
+    weights = jnp.full((flat.shape[0],), 1.0 / flat.shape[0], x.dtype)
+    highest = jax.lax.Precision.HIGHEST
+    mean = jnp.dot(weights, flat, precision=highest)
+    centred = flat - mean
+    var = jnp.dot(weights, centred * centred, precision=highest)
+    bn.mean[...] = jax.lax.stop_gradient(bn.momentum * bn.mean[...] + (1 - bn.momentum) * mean)
+    bn.var[...] = jax.lax.stop_gradient(bn.momentum * bn.var[...] + (1 - bn.momentum) * var)
+    y = centred * (bn.scale[...] * jax.lax.rsqrt(var + bn.epsilon)) + bn.bias[...]
+    return y.reshape(x.shape)
+
+
 def _norm(bn: nnx.BatchNorm | None, x: jax.Array, train: bool) -> jax.Array:
     """BatchNorm in train (batch statistics) or eval (running statistics) mode; identity when folded."""
     if bn is None:
         return x
+    if train and bn.dtype in (None, jnp.float32) and x.dtype == jnp.float32:
+        return _batch_norm_train(bn, x)
     return bn(x, use_running_average=not train)
 
 
@@ -256,8 +339,7 @@ class ResNet(nnx.Module):
                 "train the unfused model and fold it again with fold_batchnorm"
             )
         y = jax.nn.relu(_norm(self.bn1, self.conv1(x), train))
-        # a Python -inf (not a jnp array, which jit stages) makes this reduce_window_max: differentiable
-        y = jax.lax.reduce_window(y, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0)))
+        y = max_pool_3x3_s2(y)
         for stage in self.stages():
             for blk in stage:
                 y = blk(y, train=train)
