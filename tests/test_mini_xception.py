@@ -424,10 +424,10 @@ def test_gradients_match_grouped_conv_network(model, inputs, monkeypatch):
     def loss(net):
         return jnp.sum(net(x, train=True) * jnp.arange(1.0, 8.0)) + jnp.sum(jnp.sin(net.features(x, train=True)))
 
-    grads = nnx.grad(loss)(nnx.clone(model))
+    grads = nnx.jit(nnx.grad(loss))(nnx.clone(model))  # jitted: op-by-op dispatch of the backward takes minutes
     monkeypatch.setattr(mx, "max_pool_same", lambda y, window, stride: nnx.max_pool(
         y, (window, window), strides=(stride, stride), padding="SAME"))
-    grads_ref = nnx.grad(loss)(reference)
+    grads_ref = nnx.jit(nnx.grad(loss))(reference)
     errors = jax.tree.map(lambda g, r: rel_err(g, r), grads, grads_ref)
     worst = max(jax.tree.leaves(errors))
     print("gradient parity with the grouped-conv network (max rel diff over parameters):", worst)
