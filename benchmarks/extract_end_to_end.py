@@ -353,4 +353,7 @@ if __name__ == "__main__":
     if _args.torch_worker:
         torch_worker(_args.data_dir, _args.weights, _args.out, compiled=_args.torch_worker == "compile")
     else:
-        main(_args)
+        _result = main(_args)
+        _diff = _result.get("max_rel_diff")
+        if _diff is not None and _diff > 1e-4:  # the contenders computed different features: the timing means nothing
+            sys.exit(f"JAX and torch features differ (max relative difference {_diff:.1e} > 1e-4)")

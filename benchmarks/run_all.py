@@ -1,10 +1,11 @@
 """Runs every benchmark and writes one Markdown table: benchmark, variant, throughput, ratio to its reference.
 
-    python benchmarks/run_all.py            # sized to finish in under 10 minutes on one accelerator or a CPU
+    python benchmarks/run_all.py            # sized to finish within 8 minutes on one accelerator or a CPU
     python benchmarks/run_all.py --quick    # small sizes: a smoke test that the benchmarks still run
 
 Runs benchmarks/generator_inference.py (resnet18 and vit_b16), mini_xception_inference.py,
-audio_inference.py, train_step.py, pretrain_step.py, finetune_step.py and dense_backward.py, one after the other,
+audio_inference.py, train_step.py, pretrain_step.py, finetune_step.py, dense_backward.py,
+extract_end_to_end.py and predict_memory.py, one after the other,
 each in its own process with reduced sizes (listed in the table's notes) and a time limit;
 reads what each wrote to benchmarks/results/*.json (dense_backward: its stdout table). A
 benchmark that fails or runs out of time gets a row saying so, and the others go on. Writes the
@@ -30,33 +31,38 @@ BENCH = REPO / "benchmarks"
 RESULTS = BENCH / "results"
 
 # name -> (script, json prefix or None, full-size arguments, --quick arguments, time limits in s (full, quick));
-# the full limits add up to 560 s, so a run ends within 10 minutes whatever happens; the --quick ones are
+# the full limits add up to 480 s, so a run ends within 8 minutes whatever happens (on a slow CPU a
+# benchmark may run out of its time and get a row saying so); the --quick ones are
 # looser (they only guard against rot, and a shared CPU can be slow).
 JOBS = {
     "generator_inference resnet18": (
         "generator_inference.py", "generator_inference_2",
         ["--repeats", "5", "--warmup", "1", "--compile-timeout", "90"],
         ["--batch", "4", "--size", "64", "--repeats", "2", "--warmup", "1", "--no-compile",
-         "--variants", "torch_eager,flax,flax_no_ynn"], (110, 90)),
+         "--variants", "torch_eager,flax,flax_no_ynn"], (70, 90)),
     "generator_inference vit_b16": (
         "generator_inference.py", "generator_inference_vit_b16",
         ["--model", "vit_b16", "--batch", "4", "--repeats", "3", "--warmup", "1", "--no-compile"],
         ["--model", "vit_b16", "--batch", "1", "--repeats", "1", "--warmup", "0", "--no-compile",
-         "--variants", "torch_eager,flax"], (70, 120)),
+         "--variants", "torch_eager,flax"], (55, 120)),
     "mini_xception_inference": (
         "mini_xception_inference.py", "mini_xception_inference",
-        ["--repeats", "5", "--no-compile"], ["--quick", "--no-compile"], (45, 80)),
+        ["--repeats", "5", "--no-compile"], ["--quick", "--no-compile"], (35, 80)),
     "audio_inference": (
         "audio_inference.py", "audio_inference",
         ["--batch", "2", "--seconds", "4", "--repeats", "3", "--warmup", "1", "--no-compile",
          "--variants", "torch_eager,jax_encoder,jax_encoder_inference_flags"],
-        ["--quick", "--variants", "torch_eager,jax_encoder,jax_encoder_inference_flags,jax_generator"], (90, 120)),
+        ["--quick", "--variants", "torch_eager,jax_encoder,jax_encoder_inference_flags,jax_generator"], (60, 120)),
     "train_step": ("train_step.py", "train_step", ["--rounds", "5", "--no-diagnostics"],
-                   ["--quick", "--no-pipeline"], (80, 90)),
-    "pretrain_step": ("pretrain_step.py", "pretrain_step", ["--rounds", "5"], ["--quick"], (40, 60)),
+                   ["--quick", "--no-pipeline"], (60, 90)),
+    "pretrain_step": ("pretrain_step.py", "pretrain_step", ["--rounds", "5"], ["--quick"], (30, 60)),
     "finetune_step": ("finetune_step.py", "finetune_step", ["--rounds", "3", "--batch", "4", "--no-compile"],
-                      ["--quick", "--no-compile", "--rounds", "1"], (100, 180)),
-    "dense_backward": ("dense_backward.py", None, [], [], (25, 40)),
+                      ["--quick", "--no-compile", "--rounds", "1"], (70, 180)),
+    "dense_backward": ("dense_backward.py", None, [], [], (20, 40)),
+    "extract_end_to_end": ("extract_end_to_end.py", "extract_end_to_end",
+                           ["--clips", "24", "--rounds", "1", "--no-compile", "--variants", "jax,torch_eager"],
+                           ["--quick", "--clips", "12", "--variants", "jax,torch_eager"], (45, 150)),
+    "predict_memory": ("predict_memory.py", "predict_memory", ["--seconds", "5,50"], ["--seconds", "2,6"], (35, 120)),
 }
 
 
@@ -101,6 +107,16 @@ def rows_of(name: str, data: dict | None, stdout: str) -> list[tuple[str, str, s
         if "stall" in data:
             out.append(("input stall (fed by Grain vs in-memory)", f"{100 * data['stall']:.1f}%", "-"))
         return out
+    if name == "extract_end_to_end":
+        stats = data["stats"]
+        ref = stats["torch_eager"]["fps_whole"]
+        return [(k, f"{v['fps_whole']:.1f} frames/s whole command ({v['fps_extract']:.1f} extraction part)",
+                 f"{v['fps_whole'] / ref:.2f}x") for k, v in stats.items() if "fps_whole" in v]
+    if name == "predict_memory":
+        runs = data["runs"]
+        base = runs[0]["peak_rss_mb"]
+        return [(f"{r['seconds']:g} s video", f"{r['video_s_per_s']:.1f} video-s/s, peak RSS {r['peak_rss_mb']:.0f} MB",
+                 f"{r['peak_rss_mb'] / base:.2f}x") for r in runs if "error" not in r]
     if name == "dense_backward":
         out = []
         for m in re.finditer(r"^\| (\([^)]*\)) \| ([\d.]+) ms \| ([\d.]+) ms \| ([\d.]+)x \|$", stdout, re.M):
