@@ -53,6 +53,8 @@ def _config(data_dir, variant, dataset=FEATURES, **overrides):
     config = features_config(data_dir, num_train_steps=2, checkpoint_every=2, **overrides)
     config.dataset.name, config.modalities = f"dfew_features/{dataset}", full.modalities
     config.data.audio_seconds = 1.0  # the synthetic clips last under a second
+    if "audio" in config.modalities and config.modalities.audio.tokenizer == "audio_conv":
+        config.modalities.audio.channels = (16, 24, 32)  # a small conv stack: the test checks wiring, not accuracy
     return config
 
 
