@@ -85,6 +85,9 @@ def random_batch(config, crop: int, seed: int = 0) -> dict:
 
 
 def jax_worker(args, data_dir: str):
+    from fer_jax import xla_defaults
+
+    xla_defaults.use_training_defaults()  # what `python -m fer_jax.train` sets for a fine-tuning run, unless XLA_FLAGS is set
     import jax
 
     from fer_jax import input_pipeline, parallel, runs, train, train_state

@@ -158,6 +158,7 @@ def write_report(workdir: str, rows: dict[str, dict], *, chart: bool) -> dict:
 
 
 def main(argv):
+    train.use_training_defaults(FLAGS.config)  # fine-tuning a generator: the CPU training flags, before JAX starts
     config, workdir = cli.config_and_workdir(argv)
     if FLAGS.label_fraction is not None:
         if not 0 < FLAGS.label_fraction <= 1:

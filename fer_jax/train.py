@@ -24,6 +24,7 @@ from tqdm import tqdm
 from fer_jax import checkpoint as ckpt_lib, cli
 from fer_jax import input_pipeline, loop, losses, metrics, parallel, plots, runs, train_state
 from fer_jax import workdir as workdir_lib
+from fer_jax import xla_defaults
 from fer_jax.errors import ConfigError
 from tfds_dfew import release
 
@@ -247,7 +248,23 @@ def train_and_evaluate(config, workdir: str) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
+def fine_tunes_a_generator(config) -> bool:
+    """Whether a config trains a pretrained generator end to end (a `generator` tokenizer: convolutions' gradients)."""
+    return any(spec.get("tokenizer") == "generator" for spec in config.modalities.values())
+
+
+def use_training_defaults(config) -> None:
+    """The measured CPU training flags for a run that fine-tunes a generator (README 'Performance').
+
+    Only there: on the fusion transformer's cached-features step no flag helped. Call before the
+    first JAX computation; a user's own XLA_FLAGS win.
+    """
+    if config is not None and fine_tunes_a_generator(config):
+        xla_defaults.use_training_defaults()
+
+
 def main(argv):
+    use_training_defaults(cli.FLAGS.config)
     config, workdir = cli.config_and_workdir(argv)
     result = train_and_evaluate(config, workdir)
     if jax.process_index() == 0 and not result.get("stopped"):

@@ -94,3 +94,20 @@ def test_predict_process_logs_the_default_unless_the_user_set_xla_flags(tmp_path
     assert proc.returncode == 2, proc.stderr[-2000:]
     note = f"using XLA_FLAGS={resnet.CPU_INFERENCE_XLA_FLAGS}"
     assert (note in proc.stderr) == (users is None), proc.stderr[-2000:]
+
+
+def test_training_cli_sets_the_training_flags_only_for_runs_that_fine_tune_a_generator(monkeypatch):
+    import sys
+
+    from fer_jax import train
+    from tests.helpers import ROOT
+
+    sys.path.insert(0, ROOT)
+    from configs import fusion, paper
+
+    calls = []
+    monkeypatch.setattr(xla_defaults, "use_training_defaults", lambda *a, **k: calls.append(1))
+    train.use_training_defaults(fusion.get_config("face+pose"))  # cached features: XLA's defaults
+    assert calls == []
+    train.use_training_defaults(paper.get_config("finetune"))  # frames -> ResNet-18, end to end
+    assert calls == [1]
