@@ -61,8 +61,8 @@ JOBS = {
     "dense_backward": ("dense_backward.py", None, [], [], (20, 40)),
     "extract_end_to_end": ("extract_end_to_end.py", "extract_end_to_end",
                            ["--clips", "24", "--rounds", "1", "--no-compile", "--variants", "jax,torch_eager"],
-                           ["--quick", "--clips", "12", "--variants", "jax,torch_eager"], (45, 150)),
-    "predict_memory": ("predict_memory.py", "predict_memory", ["--seconds", "5,50"], ["--seconds", "2,6"], (35, 120)),
+                           ["--quick", "--clips", "8", "--variants", "jax,torch_eager"], (45, 150)),
+    "predict_memory": ("predict_memory.py", "predict_memory", ["--seconds", "5,50"], ["--seconds", "1,3"], (35, 120)),
 }
 
 
