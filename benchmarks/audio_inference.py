@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 import machine  # benchmarks/machine.py and workers.py: a script's folder is on sys.path
-from workers import Worker, send, serve
+from workers import Worker, busy_cpu_seconds, send, serve
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -157,19 +157,6 @@ def start_worker(name: str, args, workdir: Path, flags: str) -> Worker:
     return Worker(name, cmd, env, workdir)
 
 
-def _busy_cpu_seconds(pids: list[int]) -> tuple[float, float] | None:
-    """(CPU seconds all programs used, CPU seconds of `pids`) so far, from /proc; None elsewhere."""
-    try:
-        ticks = os.sysconf("SC_CLK_TCK")
-        total = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        busy = sum(total) - total[3] - total[4]  # all but idle and iowait
-        ours = 0
-        for pid in pids:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            ours += int(fields[11]) + int(fields[12])  # utime + stime
-        return busy / ticks, ours / ticks
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def remove_stale_workdirs() -> None:
@@ -321,13 +308,13 @@ def main(args) -> dict:
               flush=True)
         live, loads = list(workers), []
         pids = [os.getpid()] + [w.proc.pid for w in workers.values()]
-        cpu_start, wall_start = _busy_cpu_seconds(pids), time.perf_counter()
+        cpu_start, wall_start = busy_cpu_seconds(pids), time.perf_counter()
         for r in range(args.repeats):
             for name in live[r % len(live):] + live[: r % len(live)]:
                 rows[name]["times_s"].append(workers[name].time_call())
             loads.append(os.getloadavg()[0])
             print(f"repeat {r + 1}/{args.repeats} (load {loads[-1]:.2f})", file=sys.stderr, flush=True)
-        cpu_end, wall = _busy_cpu_seconds(pids), time.perf_counter() - wall_start
+        cpu_end, wall = busy_cpu_seconds(pids), time.perf_counter() - wall_start
         other = None
         if cpu_start and cpu_end:  # cores' worth of CPU that other programs used while timing
             other = max(0.0, ((cpu_end[0] - cpu_start[0]) - (cpu_end[1] - cpu_start[1])) / wall)

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workers import Worker, send, serve  # benchmarks/workers.py: a script's folder is on sys.path
+from workers import Worker, busy_cpu_seconds, send, serve  # benchmarks/workers.py: a script's folder is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -185,19 +185,6 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _cpu_seconds(pids: list[int]) -> tuple[float, float] | None:
-    """(all CPU busy seconds on the machine, CPU seconds of `pids`), from /proc (Linux); None elsewhere."""
-    try:
-        tick = os.sysconf("SC_CLK_TCK")
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        busy = sum(fields) - fields[3] - fields[4]  # minus idle and iowait
-        own = 0
-        for pid in pids:
-            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            own += int(stat[11]) + int(stat[12])  # utime, stime
-        return busy / tick, own / tick
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def prepare_vit_b16(workdir: Path, batch: int, seed: int) -> None:
@@ -303,14 +290,14 @@ def main(args) -> None:
         live = list(workers)
         loads = []
         pids = [os.getpid()] + [w.proc.pid for w in workers.values()]
-        cpu_start, wall_start = _cpu_seconds(pids), time.perf_counter()
+        cpu_start, wall_start = busy_cpu_seconds(pids), time.perf_counter()
         for r in range(args.repeats):
             order = live[r % len(live) :] + live[: r % len(live)]
             for name in order:
                 rows[name]["times_s"].append(workers[name].time_call())
             loads.append(os.getloadavg()[0])
             print(f"repeat {r + 1}/{args.repeats} done (load {loads[-1]:.2f})", file=sys.stderr, flush=True)
-        cpu_end, wall = _cpu_seconds(pids), time.perf_counter() - wall_start
+        cpu_end, wall = busy_cpu_seconds(pids), time.perf_counter() - wall_start
         other_cpu = None
         if cpu_start and cpu_end:  # cores' worth of CPU that other programs used while timing
             other_cpu = max(0.0, ((cpu_end[0] - cpu_start[0]) - (cpu_end[1] - cpu_start[1])) / wall)

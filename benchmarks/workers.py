@@ -10,6 +10,7 @@ prints is ignored.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -78,3 +79,21 @@ class Worker:
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
         self.log.close()
+
+
+def busy_cpu_seconds(pids: list[int]) -> tuple[float, float] | None:
+    """(CPU seconds all programs used, CPU seconds of `pids`) so far, from /proc; None elsewhere.
+
+    Two readings around a timed part give the cores' worth of CPU that other programs took meanwhile.
+    """
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        busy = sum(total) - total[3] - total[4]  # all but idle and iowait
+        ours = 0
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ours += int(fields[11]) + int(fields[12])  # utime + stime
+        return busy / ticks, ours / ticks
+    except (OSError, ValueError, IndexError):
+        return None
