@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workers import Worker, busy_cpu_seconds, send, serve  # benchmarks/workers.py: a script's folder is on sys.path
+from workers import Worker, interleave, send, serve  # benchmarks/workers.py: a script's folder is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -288,19 +288,9 @@ def main(args) -> None:
         if "torch_eager" not in workers:
             raise SystemExit(f"torch_eager failed: {rows['torch_eager'].get('error')}")
         live = list(workers)
-        loads = []
-        pids = [os.getpid()] + [w.proc.pid for w in workers.values()]
-        cpu_start, wall_start = busy_cpu_seconds(pids), time.perf_counter()
-        for r in range(args.repeats):
-            order = live[r % len(live) :] + live[: r % len(live)]
-            for name in order:
-                rows[name]["times_s"].append(workers[name].time_call())
-            loads.append(os.getloadavg()[0])
-            print(f"repeat {r + 1}/{args.repeats} done (load {loads[-1]:.2f})", file=sys.stderr, flush=True)
-        cpu_end, wall = busy_cpu_seconds(pids), time.perf_counter() - wall_start
-        other_cpu = None
-        if cpu_start and cpu_end:  # cores' worth of CPU that other programs used while timing
-            other_cpu = max(0.0, ((cpu_end[0] - cpu_start[0]) - (cpu_end[1] - cpu_start[1])) / wall)
+        times, loads, other_cpu = interleave(workers, args.repeats)
+        for name in live:
+            rows[name]["times_s"] = times[name]
         for w in workers.values():
             w.close()
         ref = np.load(workdir / "out_torch_eager.npy").astype(np.float64)

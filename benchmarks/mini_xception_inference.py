@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 import machine  # benchmarks/machine.py and workers.py: a script's folder is on sys.path
-from workers import Worker, busy_cpu_seconds, send, serve
+from workers import Worker, interleave, send, serve
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -232,18 +232,10 @@ def main(args) -> dict:
                 worker.close()
         if "torch_eager" not in workers:
             raise SystemExit(f"torch_eager failed: {rows['torch_eager']['error']}")
-        live, loads = list(workers), []
-        pids = [os.getpid()] + [w.proc.pid for w in workers.values()]
-        cpu_start, wall_start = busy_cpu_seconds(pids), time.perf_counter()
-        for r in range(args.repeats):
-            for name in live[r % len(live):] + live[: r % len(live)]:
-                rows[name]["times_s"].append(workers[name].time_call())
-            loads.append(os.getloadavg()[0])
-            print(f"repeat {r + 1}/{args.repeats} (load {loads[-1]:.2f})", file=sys.stderr, flush=True)
-        cpu_end, wall = busy_cpu_seconds(pids), time.perf_counter() - wall_start
-        other = None
-        if cpu_start and cpu_end:
-            other = max(0.0, ((cpu_end[0] - cpu_start[0]) - (cpu_end[1] - cpu_start[1])) / wall)
+        live = list(workers)
+        times, loads, other = interleave(workers, args.repeats)
+        for name in live:
+            rows[name]["times_s"] = times[name]
         for worker in workers.values():
             worker.close()
         reference = np.load(workdir / "out_torch_eager.npy").astype(np.float64)

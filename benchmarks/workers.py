@@ -97,3 +97,24 @@ def busy_cpu_seconds(pids: list[int]) -> tuple[float, float] | None:
         return busy / ticks, ours / ticks
     except (OSError, ValueError, IndexError):
         return None
+
+
+def interleave(workers: dict, repeats: int) -> tuple[dict[str, list[float]], list[float], float | None]:
+    """Times one call of every worker per repeat, rotating the order each repeat.
+
+    Returns ({name: [seconds per call]}, the load average after each repeat, the cores' worth of
+    CPU that other programs used meanwhile (None where /proc is missing)).
+    """
+    live, times, loads = list(workers), {name: [] for name in workers}, []
+    pids = [os.getpid()] + [w.proc.pid for w in workers.values()]
+    cpu_start, wall_start = busy_cpu_seconds(pids), time.perf_counter()
+    for r in range(repeats):
+        for name in live[r % len(live):] + live[: r % len(live)]:
+            times[name].append(workers[name].time_call())
+        loads.append(os.getloadavg()[0])
+        print(f"repeat {r + 1}/{repeats} (load {loads[-1]:.2f})", file=sys.stderr, flush=True)
+    cpu_end, wall = busy_cpu_seconds(pids), time.perf_counter() - wall_start
+    other = None
+    if cpu_start and cpu_end:
+        other = max(0.0, ((cpu_end[0] - cpu_start[0]) - (cpu_end[1] - cpu_start[1])) / wall)
+    return times, loads, other
