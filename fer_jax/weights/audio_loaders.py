@@ -4,8 +4,8 @@
     print(report)
 
 Files: a transformers `save_pretrained` folder (model.safetensors, else pytorch_model.bin; its
-config.json is read when present) or one such file (.safetensors without torch; .bin/.pt need
-torch). Keys as transformers writes them:
+config.json is read when present) or one such file (.safetensors, or .bin/.pt in torch's zip format, all read without
+torch: fer_jax.weights.torch_file). Keys as transformers writes them:
   - `wav2vec2.*` / `hubert.*`: a model with a head (Wav2Vec2ForPreTraining as facebook/wav2vec2-base
     publishes it, *ForCTC, *ForSequenceClassification ...): the head's keys (quantizer.*,
     project_hid.*, project_q.*, lm_head.*, projector.*, classifier.* ...) are reported as unused;

@@ -28,7 +28,8 @@ import numpy as np
 from flax import nnx
 
 from fer_jax.models.resnet import ARCHITECTURES, ResNet
-from fer_jax.weights.report import SHOW as _SHOW, LoadReport as _BaseReport, to_numpy as _to_numpy
+from fer_jax.weights import torch_file
+from fer_jax.weights.report import SHOW as _SHOW, AbstractUnfilledError, LoadReport as _BaseReport, to_numpy as _to_numpy
 
 _LEAF_NAMES = {"scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
 
@@ -65,20 +66,8 @@ def _read(path_or_state_dict: Any) -> tuple[str, dict[str, np.ndarray], list[str
             with np.load(path, allow_pickle=False) as npz:
                 raw: Any = {k: npz[k] for k in npz.files}
         else:
-            try:
-                import torch  # lazy: optional heavy dependency, only to read a .pth file
-            except ImportError as e:
-                raise ImportError(
-                    f"reading {path} needs torch (pip install torch); without torch, pass a dict of numpy "
-                    "arrays or an .npz file with the state dict's keys instead"
-                ) from e
-            try:
-                raw = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as e:
-                raise ValueError(
-                    f"{path} could not be read as a torch state dict ({type(e).__name__}: {e}); save the weights "
-                    "with torch.save(model.state_dict(), path) rather than the whole model"
-                ) from e
+            raw = torch_file.load(path, hint="; save the weights with torch.save(model.state_dict(), path) rather "
+                                             "than the whole model, or pass an .npz of the state dict's arrays")
     elif isinstance(path_or_state_dict, Mapping):
         source = "<state dict>"
         raw = path_or_state_dict
@@ -165,7 +154,7 @@ def _is_abstract(var: Any) -> bool:
 def load_torchvision(model: ResNet, path_or_state_dict: Any, *, strict: bool = False) -> LoadReport:
     """Copy a torchvision ResNet state dict into `model` (in place) and report what happened.
 
-    path_or_state_dict: a .pth file (torch.load, weights_only=True), an .npz file, or a mapping
+    path_or_state_dict: a .pth file (read without torch: fer_jax.weights.torch_file), an .npz file, or a mapping
         of torchvision key -> array (numpy arrays or torch tensors).
     strict: also raise (before writing anything) if any model parameter is missing from the
         file, any file entry is unused, or any shape differs. A headless model skipping the
@@ -251,7 +240,7 @@ def load_torchvision(model: ResNet, path_or_state_dict: Any, *, strict: bool = F
         raise ValueError(f"strict load of {source} failed (nothing was written):\n{report}")
     unfilled = [_torch_key(p) for p, var in variables if _is_abstract(var) and _torch_key(p) not in loaded_keys]
     if unfilled:
-        raise ValueError(
+        raise AbstractUnfilledError(
             f"the model was built abstract (nnx.eval_shape) but {source} does not fill {', '.join(unfilled[:_SHOW])}"
             f"{' ...' if len(unfilled) > _SHOW else ''} (nothing was written); build the model with concrete "
             "parameters (e.g. resnet18(rngs=nnx.Rngs(0))) so that those keep their initialisation"

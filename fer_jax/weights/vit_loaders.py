@@ -38,6 +38,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
 from fer_jax.models.vit import CLIP_B16, CLIP_L14, SIGLIP_B16, ClipViT, SiglipViT, ViTConfig
+from fer_jax.weights import torch_file
 from fer_jax.weights.report import SHOW as _SHOW, Entry, LoadReport as _BaseReport, apply_entries
 from fer_jax.weights.report import to_numpy as _to_numpy
 
@@ -81,17 +82,8 @@ def read_state_dict(path: str | os.PathLike, folder_files: tuple[str, ...] = ("m
             return path, dict(load_file(path))
         except (SafetensorError, TypeError, ValueError) as e:
             raise ValueError(f"{path} could not be read as a safetensors file ({type(e).__name__}: {e})") from e
-    try:
-        import torch  # lazy: optional heavy dependency, only .pt/.pth/.bin files need it
-    except ImportError as e:
-        raise ImportError(f"reading {path} needs torch (pip install torch), or convert it to .safetensors") from e
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(
-            f"{path} could not be read as a torch state dict ({type(e).__name__}: {str(e)[:200]}); OpenAI's original "
-            "CLIP .pt files are TorchScript archives: use the open_clip safetensors copy (fer_jax.weights.hub) instead"
-        ) from e
+    raw = torch_file.load(path, hint="; OpenAI's original CLIP .pt files are TorchScript archives: use the "
+                                     "open_clip safetensors copy (fer_jax.weights.hub) instead")
     if isinstance(raw, Mapping):
         for wrapper in ("state_dict", "model", "model_state_dict"):
             if isinstance(raw.get(wrapper), Mapping):
