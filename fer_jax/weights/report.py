@@ -18,6 +18,14 @@ import numpy as np
 from flax import nnx
 
 SHOW = 5  # names listed per category in str(report)
+
+
+class AbstractUnfilledError(ValueError):
+    """A model built abstract (nnx.eval_shape) that a weights file does not fill completely.
+
+    Nothing was written; build the model with concrete (randomly initialised) parameters instead,
+    so that those the file lacks keep their initialisation (generators.create does so by itself).
+    """
 # (parameter name, its variable, the file keys it is made of, how to turn their arrays into its value)
 Entry = tuple[str, nnx.Variable, tuple[str, ...], Callable[[list[np.ndarray]], np.ndarray]]
 
@@ -120,7 +128,7 @@ def apply_entries(module: nnx.Module, entries: list[Entry], tower: dict[str, np.
         raise ValueError(f"strict load of {report.source} failed (nothing was written):\n{report}")
     abstract = [name for name, var, _, _ in entries if name in unfilled and _is_abstract(var)]
     if abstract:
-        raise ValueError(
+        raise AbstractUnfilledError(
             f"the model was built abstract (nnx.eval_shape) but {report.source} does not fill "
             f"{', '.join(abstract[:SHOW])}{' ...' if len(abstract) > SHOW else ''} (nothing was written); build it "
             "with concrete parameters so that those keep their initialisation"
