@@ -74,14 +74,20 @@ def frame_runner(gens, batch: int):
     @jax.jit
     def compute(state, frames):
         mods = nnx.merge(graphdef, state)
-        return {k: m(frames, train=False) for k, m in mods.items()}
+        return {k: generators.clip_features(m, frames) for k, m in mods.items()}  # CPU: 32 frames a step
 
     def run(records):
         if "frames" not in records[0]:
             raise ConfigError(f"generators {sorted(gens)} read face frames, but the source dataset has none "
                              f"(it has {sorted(records[0])}); extract them from a dfew/<frames config> build.")
         frames = np.stack([np.stack(r["frames"]) for r in records])
-        out = jax.device_get(compute(state, _pad_rows(frames, batch)))
+        step = generators.inference_rows_per_step(frames.shape[1])
+        if len(frames) == batch or not step:
+            out = jax.device_get(compute(state, _pad_rows(frames, batch)))
+        else:  # a split's last, partial batch: `step` clips per call (one more shape) rather than padding to `batch`
+            parts = [jax.device_get(compute(state, _pad_rows(frames[i : i + step], step)))
+                     for i in range(0, len(frames), step)]
+            out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         return {k: v[: len(records)] for k, v in out.items()}
 
     return run

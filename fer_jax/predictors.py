@@ -77,8 +77,11 @@ def mini_xception_predictor(*, frame_size: int = DEFAULT_FRAME_SIZE, batch: int 
     @jax.jit
     def probabilities(state, crops):
         network = nnx.merge(graphdef, state)
-        logits = network(mini_xception.preprocess(crops), train=False)
-        return mini_xception.to_dfew_order(jax.nn.softmax(logits, axis=-1))
+
+        def frames(c):
+            return jax.nn.softmax(network(mini_xception.preprocess(c), train=False), axis=-1)
+
+        return mini_xception.to_dfew_order(generators.in_steps(frames, crops, generators.inference_rows_per_step()))
 
     rows = batch * SAMPLES_PER_WINDOW
 
@@ -276,7 +279,7 @@ def run_predictor(workdir: str, *, data_dir: str | None = None, batch: int = 16)
         def features(gen_state, crops):
             mods = nnx.merge(gen_graphdef, gen_state)
             clips = crops.reshape((batch, SAMPLES_PER_WINDOW) + crops.shape[1:])
-            return {k: mod(clips, train=False).reshape((rows, -1)) for k, mod in mods.items()}
+            return {k: generators.clip_features(mod, clips).reshape((rows, -1)) for k, mod in mods.items()}
 
         def per_frame(crops):
             return padded_calls(lambda c: features(gen_state, c["crops"]), {"crops": crops}, rows)

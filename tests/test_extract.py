@@ -91,3 +91,15 @@ def test_overwrite_rewrites_an_existing_features_dataset(tiny_tfds, tmp_path):
     config.overwrite = True
     assert extract.extract(config) == path
     assert os.path.getmtime(os.path.join(path, "dataset_info.json")) > stamp
+
+
+@pytest.mark.parametrize("name,size", [("mini_xception_fer", 48), ("resnet18", 32)])
+def test_features_in_steps_equal_one_call(name, size):
+    """CPU inference runs generators a few clips per step (generators.in_steps): same features as one call."""
+    module, _ = generators.create(name, pretrained=False)
+    clips = np.random.default_rng(0).integers(0, 256, (5, 4, size, size, 3), dtype=np.uint8)
+    whole = np.asarray(jax.jit(lambda c: module(c, train=False))(clips))
+    for per_step in (1, 2, 3, 5):  # 3 leaves two clips over: one more call after the loop
+        stepped = np.asarray(jax.jit(lambda c, k=per_step: generators.clip_features(module, c, k))(clips))
+        np.testing.assert_allclose(stepped, whole, rtol=1e-5, atol=1e-6, err_msg=f"{per_step} clips per step")
+    assert generators.inference_rows_per_step(16) == generators.CPU_FRAMES_PER_STEP // 16  # tests run on CPU
