@@ -12,6 +12,9 @@ the last residual sum, head logits), from the network input x: f32[B, 64, 64, 1]
   flax_grouped         the same network computed as before issue #14: every conv through
                        lax.conv_general_dilated (depthwise = feature_group_count), max-pool as
                        reduce-window
+  torch_steps          torch_eager over the batch STEP (32) frames per call
+  flax_steps           flax over the batch 32 frames a step inside one jitted call
+                       (fer_jax.models.generators.in_steps: how extract and predict run on the CPU)
   flax_uint8           the generator's whole path from uint8[B, S, S, 3] RGB frames (S =
                        --frame-size): preprocess (gray, resize to 64x64) + network, jitted together
 
@@ -42,7 +45,9 @@ from workers import Worker, interleave, send, serve
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 TAG = "@@mx@@"
-VARIANTS = ("torch_eager", "torch_channels_last", "torch_compile", "flax", "flax_grouped", "flax_uint8")
+VARIANTS = ("torch_eager", "torch_channels_last", "torch_steps", "torch_compile", "flax", "flax_grouped",
+            "flax_steps", "flax_uint8")
+STEP = 32  # frames per step of the *_steps variants: fer_jax.models.generators.CPU_FRAMES_PER_STEP
 QUICK = {"batch": 8, "repeats": 3, "warmup": 1, "frame_size": 32}
 
 
@@ -67,6 +72,8 @@ def _torch_variant(name: str, workdir: Path, warmup: int):
 
     def call():
         with torch.inference_mode():
+            if name == "torch_steps":  # the same batch, STEP frames per call, as fer_jax's CPU inference runs
+                return torch.cat([model(x[i : i + STEP]) for i in range(0, len(x), STEP)])
             return model(x)
 
     start = time.perf_counter()
@@ -107,6 +114,11 @@ def _flax_variant(name: str, workdir: Path, warmup: int):
     if name == "flax_uint8":
         compute = jax.jit(lambda state, frames: network(state, mx.preprocess(frames)))
         inputs = jax.device_put(np.load(workdir / "frames.npy"))
+    elif name == "flax_steps":  # what extract and predict run on the CPU: generators.in_steps, STEP frames a step
+        from fer_jax.models import generators
+
+        compute = jax.jit(lambda state, x: generators.in_steps(lambda c: network(state, c), x, STEP))
+        inputs = jax.device_put(np.load(workdir / "x.npy"))
     else:
         compute = jax.jit(network)
         inputs = jax.device_put(np.load(workdir / "x.npy"))
