@@ -276,3 +276,27 @@ def test_train_mode_gradients_match_torch():
         want = tparam.grad.numpy()
         want = want.transpose(2, 3, 1, 0) if want.ndim == 4 else want.T
         assert rel_err(flat[path].get_value(), want) < 1e-3, path
+
+
+def test_create_fills_shapes_from_the_file_and_falls_back_when_it_lacks_some(tv18, tmp_path):
+    """generators.create builds shapes only when the file fills them; a partial file gets the random build."""
+    from fer_jax.models import generators
+
+    sd = tv18.state_dict()
+    full, partial = tmp_path / "full.pth", tmp_path / "partial.pth"
+    torch.save(sd, full)
+    torch.save({k: v for k, v in sd.items() if k != "layer4.1.bn2.weight"}, partial)
+    gen, report = generators.create("resnet18", weights=str(full))
+    assert report.ok
+    np.testing.assert_array_equal(np.asarray(gen.network.conv1.kernel.get_value()),
+                                  sd["conv1.weight"].numpy().transpose(2, 3, 1, 0))
+    leaves = jax.tree.leaves(nnx.state(gen))
+    assert leaves and all(isinstance(x, jax.Array) for x in leaves)
+    gen, report = generators.create("resnet18", weights=str(partial))
+    assert "layer4.1.bn2.weight" in report.missing
+    fresh, _ = generators.create("resnet18", pretrained=False)  # the same seed's initialisation
+    np.testing.assert_array_equal(np.asarray(gen.network.layer4[1].bn2.scale.get_value()),
+                                  np.asarray(fresh.network.layer4[1].bn2.scale.get_value()))
+    np.testing.assert_array_equal(np.asarray(gen.network.layer4[1].bn2.bias.get_value()),
+                                  sd["layer4.1.bn2.bias"].numpy())
+    assert all(isinstance(x, jax.Array) for x in jax.tree.leaves(nnx.state(gen)))
