@@ -1,6 +1,7 @@
 """Benchmark: ResNet-18's convolutions one by one (forward, input gradient, weight gradient), XLA CPU vs PyTorch eager.
 
     python benchmarks/conv_backward.py [--batch 128 --size 104 --repeats 5] [--only layer1]
+    python benchmarks/conv_backward.py --whole      (the whole network: forward, forward + gradient)
     XLA_FLAGS=... python benchmarks/conv_backward.py     (XLA flags act on the whole process)
 
 For each distinct convolution of a torchvision ResNet-18 at `--size` px input (x count in the
@@ -25,11 +26,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 import machine  # benchmarks/machine.py
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # fer_jax, for --whole
 
 
 
@@ -49,13 +54,76 @@ def resnet18_convs(size: int) -> list[tuple[str, int, int, int, int, int, int]]:
     return rows
 
 
+def whole_network(args) -> None:
+    """--whole: all of ResNet-18 (features, train-mode BatchNorm) forward and gradient, JAX vs torch NCHW/NHWC."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+    import torchvision
+    from flax import nnx
+
+    from fer_jax.models import resnet
+
+    x = np.random.default_rng(0).normal(size=(args.batch, args.size, args.size, 3)).astype(np.float32)
+    net = resnet.resnet18(num_classes=None, rngs=nnx.Rngs(0))
+    graphdef, params, rest = nnx.split(net, nnx.Param, ...)
+
+    def loss(p, r, x):
+        f = nnx.merge(graphdef, p, r).features(x, train=True)
+        return jnp.sum(f * f)
+
+    xj = jnp.asarray(x)
+    fwd = jax.jit(loss)
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    tnet = torchvision.models.resnet18()
+    tnet.fc = torch.nn.Identity()
+    tnet.train()
+    layouts = {"NCHW": torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))),
+               # permute of NHWC frames, as a PyTorch user's loop writes it: channels-last strides
+               "channels-last": torch.from_numpy(x).permute(0, 3, 1, 2)}
+
+    def tfwd(xt):
+        with torch.no_grad():
+            return (tnet(xt) ** 2).sum()
+
+    def tgrad(xt):
+        tnet.zero_grad(set_to_none=True)
+        (tnet(xt) ** 2).sum().backward()
+
+    cases = {"JAX forward": lambda: fwd(params, rest, xj).block_until_ready(),
+             "JAX forward + gradient": lambda: jax.block_until_ready(grad(params, rest, xj))}
+    for name, xt in layouts.items():
+        cases[f"torch {name} forward"] = lambda xt=xt: tfwd(xt)
+        cases[f"torch {name} forward + gradient"] = lambda xt=xt: tgrad(xt)
+    for f in cases.values():
+        f()  # compile / warm up
+    times = {k: [] for k in cases}
+    order = list(cases)
+    for r in range(args.repeats):
+        for k in order[r % len(order):] + order[: r % len(order)]:  # rotate the order every round
+            t0 = time.perf_counter()
+            cases[k]()
+            times[k].append(time.perf_counter() - t0)
+    print(f"ResNet-18 features, train-mode BatchNorm, batch {args.batch} at {args.size} px; load "
+          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print("| pass | ms (median) |\n|---|---:|")
+    for k, v in times.items():
+        print(f"| {k} | {1e3 * np.median(v):.1f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--size", type=int, default=104)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--only", default="", help="substring of the layer names to time")
+    ap.add_argument("--whole", action="store_true",
+                    help="time the whole network's forward and gradient instead (JAX, torch NCHW and channels-last)")
     args = ap.parse_args()
+    if args.whole:
+        info = machine.cpu_info()
+        print(f"CPU: {info['model']} (AVX-512: {info['avx512']}), XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+        return whole_network(args)
 
     import jax
     import jax.numpy as jnp
