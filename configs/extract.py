@@ -14,6 +14,9 @@ Variant = generator names joined by '+', then optional key=value items:
                          the feature key `face_<generator>`, each audio generator (wav2vec2_base,
                          hubert_base, logmel) `audio_<generator>` (+ `audio_mask`). An `_audio`
                          source's sound is carried along either way.
+  layer=<n>              speech encoders (wav2vec2_base, hubert_base): pool hidden state n
+                         (0..12; default 12, the last) instead; the output name gets `_layer<n>`.
+                         For frozen features, layers 6-9 carry more prosody than the top.
   run=<workdir>          `omnivec`: the pretraining run (python -m fer_jax.pretrain) to take the
                          network from. Feature key `omnivec`.
   path=<folder>          `npy`: one <clip id>.npy per clip (fer_jax.data.embeddings). Feature key
@@ -30,7 +33,7 @@ import ml_collections
 from configs import variants
 from fer_jax.models import generators as generators_lib
 
-OPTIONS = ("source", "run", "path", "features", "key", "weights")
+OPTIONS = ("source", "run", "path", "features", "key", "weights", "layer")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -50,10 +53,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         default_source = "frames112_audio" if any(g.modality == "audio" for g in specs.values()) else "frames112"
         c.source = ml_collections.ConfigDict({"name": f"dfew/{options.get('source', default_source)}",
                                               "data_dir": "data/tfds"})
-        c.output = ml_collections.ConfigDict({"name": "_".join(names), "data_dir": "data/tfds"})
+        layer = options.get("layer")
+        takes_layer = [n for n, s in specs.items() if "layer" in s.options]
+        if layer is not None and not takes_layer:
+            raise ValueError(f"configs/extract.py: layer={layer} picks a speech encoder's hidden layer, but none of "
+                             f"{names} takes one ({[n for n in generators_lib.names() if 'layer' in generators_lib.get(n).options]} do).")
+        suffix = f"_layer{int(layer)}" if layer is not None else ""
+        c.output = ml_collections.ConfigDict({"name": "_".join(names) + suffix, "data_dir": "data/tfds"})
         for name, spec in specs.items():
-            c.generators[f"{spec.key_prefix}{name}"] = ml_collections.ConfigDict(
-                {"generator": name, "weights": options.get("weights", ""), "checkpoint": "", "modality": ""})
+            entry = {"generator": name, "weights": options.get("weights", ""), "checkpoint": "", "modality": ""}
+            if "layer" in spec.options:  # the hidden state to pool: 0..depth (default: the last)
+                entry["layer"] = int(layer) if layer is not None else ml_collections.config_dict.placeholder(int)
+            c.generators[f"{spec.key_prefix}{name}"] = ml_collections.ConfigDict(entry)
         return c
     kind = frame_free[0]
     features = options.get("features", "mini_xception_fer" if kind == "omnivec" else "")

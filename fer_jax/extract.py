@@ -52,10 +52,11 @@ def build_generators(config, modality: str = "face") -> dict[str, tuple[nnx.Modu
         if name in FRAME_FREE or generators.get(name).modality != modality:  # get: a clear error for unknown names
             continue
         weights = runs.weights_record(spec)
-        module, report = runs.generator_module(name, weights, modality=spec.get("modality") or None)
+        options = {k: spec.get(k) for k in generators.get(name).options if spec.get(k) is not None}
+        module, report = runs.generator_module(name, weights, modality=spec.get("modality") or None, **options)
         log.info("%s: %s", key, str(report).splitlines()[0])
         out[key] = (module, {"generator": name, "weights": weights,
-                             "feature_dim": generators.get(name).feature_dim})
+                             "feature_dim": generators.get(name).feature_dim, **options})
         if modality == "audio":
             out[key][1]["max_seconds"] = float(config.get("max_audio_seconds", 30.0))
     return out

@@ -137,9 +137,10 @@ def audio_generator_for(setup: dict, key: str, dataset: str):
     if not name or name not in generators.GENERATORS or generators.get(name).modality != "audio":
         raise ConfigError(f"{dataset}: its metadata does not name the audio generator that made {key!r}; re-extract "
                           "it with python -m fer_jax.extract.")
-    module, report = runs.generator_module(name, weights)
+    options = {k: made[k] for k in generators.get(name).options if made.get(k) is not None}  # e.g. the layer
+    module, report = runs.generator_module(name, weights, **options)
     log.info("%s: %s", key, str(report).splitlines()[0])
-    return module, {"generator": name, "weights": weights}
+    return module, {"generator": name, "weights": weights, **options}
 
 
 def run_predictor(workdir: str, *, data_dir: str | None = None, batch: int = 16) -> Predictor:

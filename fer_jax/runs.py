@@ -235,8 +235,14 @@ def weights_record(spec) -> str:
     return weights or "packaged"
 
 
-def generator_module(name: str, weights: str, *, modality: str | None = None):
-    """(module, report) of generator `name` as a weights record says: a fine-tuned run, a file, a name, the default."""
+def generator_module(name: str, weights: str, *, modality: str | None = None, **options):
+    """(module, report) of generator `name` as a weights record says: a fine-tuned run, a file, a name, the default.
+
+    options: the generator's build options (e.g. layer=8), for weights that are not a fine-tuned run.
+    """
     if weights.startswith("checkpoint:"):
+        if any(v is not None for v in options.values()):
+            raise ConfigError(f"{name}: options {sorted(options)} apply to pretrained weights, not to a fine-tuned "
+                              "run's generator, which keeps the run's own setup.")
         return generator_from_run(weights.split(":", 1)[1], name, modality)
-    return generators.create(name, weights="" if weights == "packaged" else weights)
+    return generators.create(name, weights="" if weights == "packaged" else weights, **options)

@@ -170,3 +170,51 @@ def test_predict_on_a_clips_mp4_reproduces_the_evaluation_pipeline(built, releas
         np.testing.assert_allclose(probs, _evaluation_probabilities(run, config, records[clip_id]), atol=1e-5,
                                    err_msg=clip_id)
         assert any(n.startswith("audio masked") for n in got["notes"]) == (clip_id in silent)
+
+
+def test_extract_a_speech_encoders_middle_layer_and_predict_rebuilds_it(built, tmp_path, monkeypatch):
+    """layer=1 of a (tiny, random) wav2vec 2.0: cached features = that layer pooled; the metadata keeps the layer."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from configs import extract as extract_configs
+    from fer_jax import extract, predictors
+    from fer_jax.errors import ConfigError
+    from fer_jax.models import audio, generators, wav2vec2
+    from tests.test_audio_models import TINY, TINY_CFG
+
+    torch.manual_seed(0)
+    folder = tmp_path / "tiny-wav2vec2"
+    transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**TINY)).eval().save_pretrained(folder)
+
+    def tiny_wav2vec2(*, rngs, dtype=None):
+        return wav2vec2.Wav2Vec2Encoder(TINY_CFG, dtype=dtype, rngs=rngs)
+
+    monkeypatch.setitem(generators.GENERATORS, "tiny_wav2vec2",
+                        generators._speech_generator(tiny_wav2vec2, TINY_CFG, ""))
+    data_dir, builder = built
+    config = extract_configs.get_config("tiny_wav2vec2,source=frames64_pose_audio,layer=1")
+    assert config.output.name == "tiny_wav2vec2_layer1"
+    config.source.data_dir, config.output.data_dir = data_dir, str(tmp_path / "out")
+    config.generators.audio_tiny_wav2vec2.weights = str(folder)
+    config.batch_size = 8
+    extract.extract(config)
+    records = _records(str(tmp_path / "out"), "dfew_features/tiny_wav2vec2_layer1")
+    silent = set(builder.info.metadata["clips_without_audio"])
+    clip_id = next(c for c in sorted(records) if c not in silent)
+    r = records[clip_id]
+    n = int(r["audio_length"])
+    wave = np.asarray(r["audio"], np.float32)[None, :n] / 32768.0
+    model = generators.create("tiny_wav2vec2", weights=str(folder))[0].network
+    normed = (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
+    layer1 = nnx.jit(lambda m, x: m.hidden_states(x, up_to=1)[1])(model, normed)
+    top = nnx.jit(lambda m, x: m(x))(model, normed)
+    np.testing.assert_allclose(r["audio_tiny_wav2vec2"], np.asarray(audio.pool_to_slices(layer1))[0], atol=1e-4)
+    assert not np.allclose(r["audio_tiny_wav2vec2"], np.asarray(audio.pool_to_slices(top))[0], atol=1e-3)
+    from tfds_dfew import features as features_lib
+
+    setup = features_lib.open_builder(str(tmp_path / "out"), "tiny_wav2vec2_layer1").info.metadata["setup"]
+    assert setup["generators"]["audio_tiny_wav2vec2"]["layer"] == 1
+    module, record = predictors.audio_generator_for(setup, "audio_tiny_wav2vec2", "dfew_features/tiny_wav2vec2_layer1")
+    assert module.layer == 1 and record["layer"] == 1
+    with pytest.raises(ConfigError, match="takes no options"):
+        generators.create("logmel", layer=3)

@@ -110,6 +110,12 @@ def test_extract_config_names_audio_keys_and_defaults_to_an_audio_source():
     assert sorted(c.generators) == ["audio_wav2vec2_base", "face_mini_xception_fer"]
     assert c.source.name == "dfew/frames112_audio" and c.output.name == "mini_xception_fer_wav2vec2_base"
     assert extract.get_config("mini_xception_fer").source.name == "dfew/frames112"
+    assert c.generators.audio_wav2vec2_base.layer is None  # the last layer unless asked
+    c = extract.get_config("mini_xception_fer+wav2vec2_base,layer=8")
+    assert c.generators.audio_wav2vec2_base.layer == 8 and "layer" not in c.generators.face_mini_xception_fer
+    assert c.output.name == "mini_xception_fer_wav2vec2_base_layer8"
+    with pytest.raises(ValueError, match="none of .*resnet18.* takes one"):
+        extract.get_config("resnet18,layer=3")
 
 
 def test_hubert_without_a_path_says_to_pass_one():

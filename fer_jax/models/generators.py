@@ -26,7 +26,8 @@ Built in:
   siglip_vit_b16      SigLIP ViT-B/16 vision tower; features: the attention-pooled output (F = 768);
                       weights 'webli' or a transformers save_pretrained folder / model.safetensors.
 Audio (feature keys `audio_<name>`):
-  wav2vec2_base       wav2vec 2.0 base; features: the last hidden state pooled per slice (F = 768);
+  wav2vec2_base       wav2vec 2.0 base; features: the last hidden state (or option layer=n's) pooled
+                      per slice (F = 768);
                       weights 'librispeech' (facebook/wav2vec2-base's PyTorch .bin, read without
                       torch) or a transformers save_pretrained folder / model.safetensors.
   hubert_base         HuBERT base, as wav2vec2_base; weights: a local transformers folder or file.
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 from collections.abc import Callable
 
 import jax
@@ -137,6 +139,7 @@ class GeneratorSpec:
     weights: tuple[str, ...] = ()  # names it can fetch; the first is the default ('' means it)
     input_size: str = ""  # what it reads, for the README's table and --help
     modality: str = "face"  # 'face': frames -> features; 'audio': (waveform, lengths) -> (features, mask)
+    options: tuple[str, ...] = ()  # keyword options `build` takes besides (rngs, dtype), e.g. ('layer',)
 
     @property
     def key_prefix(self) -> str:
@@ -165,17 +168,25 @@ def get(name: str) -> GeneratorSpec:
 
 
 def create(name: str, *, weights: str | None = None, pretrained: bool = True, seed: int = 0,
-           dtype=None) -> tuple[nnx.Module, object]:
+           dtype=None, **options) -> tuple[nnx.Module, object]:
     """A generator module, with pretrained weights unless pretrained=False; returns (module, report).
 
     weights: a local file, a weights name the generator knows, or None/'' for its default.
+    options: what the generator's `build` takes besides (rngs, dtype) (`GeneratorSpec.options`,
+    e.g. layer=8 for the speech encoders); None values are left out.
     """
     spec = get(name)
+    options = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        takes = f"takes only {', '.join(spec.options)}" if spec.options else "takes no options"
+        raise ConfigError(f"generator {name!r} {takes}, not {', '.join(unknown)}.")
+    build = functools.partial(spec.build, **options)
     if pretrained:
         # Shapes first: random initialisation, op by op, costs seconds that the weights then overwrite
         # (ResNet-18 3.1 s, mini-Xception 4.0 s on a 2-core CPU). A file that leaves some parameters
         # unfilled gets the concrete build below, where those keep their initialisation.
-        module = nnx.eval_shape(lambda: spec.build(nnx.Rngs(seed), dtype))
+        module = nnx.eval_shape(lambda: build(nnx.Rngs(seed), dtype))
         try:
             report = spec.load(module, weights or "")
         except AbstractUnfilledError:
@@ -183,7 +194,7 @@ def create(name: str, *, weights: str | None = None, pretrained: bool = True, se
         if report is not None and not any(isinstance(leaf, jax.ShapeDtypeStruct)
                                           for leaf in jax.tree.leaves(nnx.state(module))):
             return module, report
-    module = spec.build(nnx.Rngs(seed), dtype)
+    module = build(nnx.Rngs(seed), dtype)
     report = spec.load(module, weights or "") if pretrained else "random initialisation (pretrained=False)"
     return module, report
 
@@ -251,9 +262,11 @@ def _speech_generator(factory, cfg: wav2vec2.SpeechEncoderConfig, default: str):
             raise ConfigError(f"{name}: the weights do not fit this network:\n{report}")
         return report
 
-    return GeneratorSpec(cfg.width,
-                         lambda rngs, dtype=None: wav2vec2.SpeechGenerator(factory(rngs=rngs, dtype=dtype)), load,
-                         weights=(default,) if default else (), input_size="16 kHz mono sound", modality="audio")
+    def build(rngs, dtype=None, layer=None):  # layer: the hidden state pooled (0..depth; default the last)
+        return wav2vec2.SpeechGenerator(factory(rngs=rngs, dtype=dtype), layer=layer)
+
+    return GeneratorSpec(cfg.width, build, load, weights=(default,) if default else (),
+                         input_size="16 kHz mono sound", modality="audio", options=("layer",))
 
 
 register("wav2vec2_base", _speech_generator(wav2vec2.wav2vec2_base, wav2vec2.WAV2VEC2_BASE, "librispeech"))
