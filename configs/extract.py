@@ -59,7 +59,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             raise ValueError(f"configs/extract.py: layer={layer} picks a speech encoder's hidden layer, but none of "
                              f"{names} takes one ({[n for n in generators_lib.names() if 'layer' in generators_lib.get(n).options]} do).")
         suffix = f"_layer{int(layer)}" if layer is not None else ""
-        c.output = ml_collections.ConfigDict({"name": "_".join(names) + suffix, "data_dir": "data/tfds"})
+        # keep_sound: carry an _audio source's raw sound along (about 32 kB per second of clip; what
+        # `audio=conv` trains on). False leaves it out: cached audio features and predict do not need it.
+        c.output = ml_collections.ConfigDict({"name": "_".join(names) + suffix, "data_dir": "data/tfds",
+                                              "keep_sound": True})
         for name, spec in specs.items():
             entry = {"generator": name, "weights": options.get("weights", ""), "checkpoint": "", "modality": ""}
             if "layer" in spec.options:  # the hidden state to pool: 0..depth (default: the last)
@@ -71,7 +74,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     key = options.get("key", "omnivec" if kind == "omnivec" else "external")
     source = f"dfew_features/{features}" if features else f"dfew/{options.get('source', 'frames112')}"
     c.source = ml_collections.ConfigDict({"name": source, "data_dir": "data/tfds"})
-    c.output = ml_collections.ConfigDict({"name": f"{features}_{key}" if features else key, "data_dir": "data/tfds"})
+    c.output = ml_collections.ConfigDict({"name": f"{features}_{key}" if features else key, "data_dir": "data/tfds",
+                                          "keep_sound": True})
     if kind == "omnivec":
         c.generators[key] = ml_collections.ConfigDict({"generator": "omnivec", "checkpoint": options.get("run", "")})
     else:

@@ -205,7 +205,7 @@ def extract(config) -> str:
     setup = {"source": name, "frames_source": frames_source, "generators": {**made, **specs}}
     builder_config = features_lib.FeaturesConfig(
         name=config.output.name, version=features_lib.DfewFeatures.VERSION, feature_shapes=shapes, setup=setup,
-        audio=features_lib.has_audio(source.info.features),
+        audio=features_lib.has_audio(source.info.features) and bool(config.output.get("keep_sound", True)),
         description=f"features {sorted(shapes)} of {name}")
     out_dir = os.path.expanduser(config.output.data_dir)
     builder = features_lib.DfewFeatures(config=builder_config, data_dir=out_dir, source=source, compute=run,

@@ -128,6 +128,14 @@ def _split_source(builder, split, name, data_dir):
         raise DatasetNotFoundError(f"dataset {name!r} in {data_dir} has no split {split!r} ({e}).") from None
 
 
+def _sound_hint(key: str) -> str:
+    """What to do when a dataset lacks the raw sound (`audio`)."""
+    if key not in features_lib.AUDIO_KEYS:
+        return ""
+    return (" The raw sound comes from a dfew/*_audio build; features extracted from one carry it unless "
+            "extracted with --config.output.keep_sound=False.")
+
+
 def check_feature_setup(config, builder) -> None:
     """Refuses cached features whose keys, shapes or generators do not match config.modalities."""
     setup = dict(builder.info.metadata.get("setup", {}) or {})
@@ -145,7 +153,7 @@ def check_feature_setup(config, builder) -> None:
         if key not in available:
             raise FeatureSetupError(
                 f"modality {modality!r} reads feature {key!r}, but {config.dataset.name} holds {available}. "
-                f"Set config.modalities.{modality}.input to one of them, or extract {key!r}.")
+                f"Set config.modalities.{modality}.input to one of them, or extract {key!r}." + _sound_hint(key))
         expected = spec.get("generator", "")
         actual = made.get(key, {}).get("generator")
         if expected and actual != expected:
@@ -197,7 +205,7 @@ class Preprocessor:
             raise ConfigError(
                 f"modality {name!r} reads dataset feature {key!r}, which this dataset lacks "
                 f"(it has {sorted(record)}). Fix config.modalities.{name.split('/')[0]}.input or the dataset."
-            )
+                + _sound_hint(key))
         value = record[key]
         if key == "frames":
             out[name] = self._frames(value, rng, mirror)

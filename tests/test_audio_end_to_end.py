@@ -173,7 +173,8 @@ def test_predict_on_a_clips_mp4_reproduces_the_evaluation_pipeline(built, releas
 
 
 def test_extract_a_speech_encoders_middle_layer_and_predict_rebuilds_it(built, tmp_path, monkeypatch):
-    """layer=1 of a (tiny, random) wav2vec 2.0: cached features = that layer pooled; the metadata keeps the layer."""
+    """layer=1 of a (tiny, random) wav2vec 2.0: cached features = that layer pooled; the metadata keeps the layer.
+    keep_sound=False leaves the raw sound out of a features dataset, and the conv tokenizer then says why."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     from configs import extract as extract_configs
@@ -218,3 +219,13 @@ def test_extract_a_speech_encoders_middle_layer_and_predict_rebuilds_it(built, t
     assert module.layer == 1 and record["layer"] == 1
     with pytest.raises(ConfigError, match="takes no options"):
         generators.create("logmel", layer=3)
+    assert "audio" in r and "audio_length" in r  # the raw sound travels along by default
+    lean = extract_configs.get_config("logmel,source=frames64_pose_audio")
+    lean.source.data_dir, lean.output.data_dir = data_dir, str(tmp_path / "lean")
+    lean.output.keep_sound = False
+    extract.extract(lean)
+    record = _records(str(tmp_path / "lean"), "dfew_features/logmel")[clip_id]
+    assert "audio" not in record and "audio_length" not in record and record["audio_mask"].shape == (16,)
+    config = _config(str(tmp_path / "lean"), "audio", dataset="logmel")  # the conv tokenizer reads the raw sound
+    with pytest.raises(ConfigError, match="keep_sound=False"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
