@@ -198,13 +198,14 @@ def test_extract_a_speech_encoders_middle_layer_and_predict_rebuilds_it(built, t
     config.source.data_dir, config.output.data_dir = data_dir, str(tmp_path / "out")
     config.generators.audio_tiny_wav2vec2.weights = str(folder)
     config.batch_size = 8
+    config.output.keep_sound = False  # (the raw sound travels along by default: the first test of this file)
     extract.extract(config)
     records = _records(str(tmp_path / "out"), "dfew_features/tiny_wav2vec2_layer1")
     silent = set(builder.info.metadata["clips_without_audio"])
     clip_id = next(c for c in sorted(records) if c not in silent)
-    r = records[clip_id]
-    n = int(r["audio_length"])
-    wave = np.asarray(r["audio"], np.float32)[None, :n] / 32768.0
+    r, sound = records[clip_id], _records(data_dir, "dfew/frames64_pose_audio")[clip_id]
+    n = int(sound["audio_length"])
+    wave = np.asarray(sound["audio"], np.float32)[None, :n] / 32768.0
     model = generators.create("tiny_wav2vec2", weights=str(folder))[0].network
     normed = (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
     layer1 = nnx.jit(lambda m, x: m.hidden_states(x, up_to=1)[1])(model, normed)
@@ -219,13 +220,7 @@ def test_extract_a_speech_encoders_middle_layer_and_predict_rebuilds_it(built, t
     assert module.layer == 1 and record["layer"] == 1
     with pytest.raises(ConfigError, match="takes no options"):
         generators.create("logmel", layer=3)
-    assert "audio" in r and "audio_length" in r  # the raw sound travels along by default
-    lean = extract_configs.get_config("logmel,source=frames64_pose_audio")
-    lean.source.data_dir, lean.output.data_dir = data_dir, str(tmp_path / "lean")
-    lean.output.keep_sound = False
-    extract.extract(lean)
-    record = _records(str(tmp_path / "lean"), "dfew_features/logmel")[clip_id]
-    assert "audio" not in record and "audio_length" not in record and record["audio_mask"].shape == (16,)
-    config = _config(str(tmp_path / "lean"), "audio", dataset="logmel")  # the conv tokenizer reads the raw sound
+    assert "audio" not in r and "audio_length" not in r and r["audio_mask"].shape == (16,)
+    config = _config(str(tmp_path / "out"), "audio", dataset="tiny_wav2vec2_layer1")  # the conv tokenizer: raw sound
     with pytest.raises(ConfigError, match="keep_sound=False"):
         train.train_and_evaluate(config, str(tmp_path / "run"))
