@@ -39,7 +39,7 @@ JOBS = {
         "generator_inference.py", "generator_inference_2",
         ["--repeats", "5", "--warmup", "1", "--compile-timeout", "90"],
         ["--batch", "4", "--size", "64", "--repeats", "2", "--warmup", "1", "--no-compile",
-         "--variants", "torch_eager,flax,flax_no_ynn"], (70, 90)),
+         "--variants", "torch_eager,flax,flax_no_ynn"], (50, 90)),
     "generator_inference vit_b16": (
         "generator_inference.py", "generator_inference_vit_b16",
         ["--model", "vit_b16", "--batch", "4", "--repeats", "3", "--warmup", "1", "--no-compile"],
@@ -47,22 +47,22 @@ JOBS = {
          "--variants", "torch_eager,flax"], (55, 120)),
     "mini_xception_inference": (
         "mini_xception_inference.py", "mini_xception_inference",
-        ["--repeats", "5", "--no-compile"], ["--quick", "--no-compile"], (35, 80)),
+        ["--repeats", "5", "--no-compile"], ["--quick", "--no-compile"], (40, 80)),
     "audio_inference": (
         "audio_inference.py", "audio_inference",
         ["--batch", "2", "--seconds", "4", "--repeats", "3", "--warmup", "1", "--no-compile",
          "--variants", "torch_eager,jax_encoder,jax_encoder_inference_flags"],
-        ["--quick", "--variants", "torch_eager,jax_encoder,jax_encoder_inference_flags,jax_generator"], (60, 120)),
-    "train_step": ("train_step.py", "train_step", ["--rounds", "5", "--no-diagnostics"],
-                   ["--quick", "--no-pipeline"], (60, 90)),
-    "pretrain_step": ("pretrain_step.py", "pretrain_step", ["--rounds", "5"], ["--quick"], (30, 60)),
+        ["--quick", "--variants", "torch_eager,jax_encoder,jax_encoder_inference_flags,jax_generator"], (40, 120)),
+    "train_step": ("train_step.py", "train_step", ["--rounds", "3", "--no-diagnostics"],
+                   ["--quick", "--no-pipeline"], (110, 90)),
+    "pretrain_step": ("pretrain_step.py", "pretrain_step", ["--rounds", "5"], ["--quick"], (25, 60)),
     "finetune_step": ("finetune_step.py", "finetune_step", ["--rounds", "3", "--batch", "4", "--no-compile"],
-                      ["--quick", "--no-compile", "--rounds", "1"], (70, 180)),
-    "dense_backward": ("dense_backward.py", None, [], [], (20, 40)),
+                      ["--quick", "--no-compile", "--rounds", "1"], (60, 180)),
+    "dense_backward": ("dense_backward.py", None, [], [], (15, 40)),
     "extract_end_to_end": ("extract_end_to_end.py", "extract_end_to_end",
                            ["--clips", "24", "--rounds", "1", "--no-compile", "--variants", "jax,torch_eager"],
                            ["--quick", "--clips", "8", "--variants", "jax,torch_eager"], (45, 150)),
-    "predict_memory": ("predict_memory.py", "predict_memory", ["--seconds", "5,50"], ["--seconds", "1,3"], (35, 120)),
+    "predict_memory": ("predict_memory.py", "predict_memory", ["--seconds", "5,50"], ["--seconds", "1,3"], (40, 120)),
 }
 
 
