@@ -18,6 +18,8 @@ Measures `features(x)` (global-average-pooled 512-d output, x: float32[B, H, W, 
   flax_folded            the same with BatchNorm folded into the convs (fold_batchnorm)
   flax*_<name>           the Flax variants under other XLA CPU flags (XLA_VARIANTS, --xla-variant);
                          no_ynn is fer_jax.models.resnet.CPU_INFERENCE_XLA_FLAGS
+  flax_steps_no_ynn      flax_no_ynn computed 32 frames a step inside the jitted call
+                         (fer_jax.models.generators.in_steps): what extract and predict run on the CPU
 
 Every variant runs in its own worker process (XLA flags are per process), all load the same
 random weights (torchvision init, randomised BatchNorm statistics) and see the same input.
@@ -53,6 +55,7 @@ XLA_VARIANTS = {
     "no_ynn": "--xla_cpu_experimental_ynn_fusion_type=",  # no YNNPACK fusions: Eigen convolutions
 }
 TORCH_VARIANTS = ("torch_eager", "torch_channels_last", "torch_compile")
+STEP = 32  # frames per step of flax_steps_no_ynn (fer_jax.models.generators.CPU_FRAMES_PER_STEP)
 MODEL_TITLES = {"resnet18": "ResNet-18", "vit_b16": "CLIP ViT-B/16 (QuickGELU, open_clip layout)"}
 
 
@@ -64,6 +67,9 @@ def all_variants(xla_variants: dict[str, str], model: str = "resnet18") -> dict[
     for name, flags in xla_variants.items():
         out[f"flax_{name}"] = {"framework": "flax", "folded": False, "xla_flags": flags}
         out[f"flax_folded_{name}"] = {"framework": "flax", "folded": True, "xla_flags": flags}
+    if "no_ynn" in xla_variants:  # what extract and predict run on the CPU: their flag + 32-frame steps
+        out["flax_steps_no_ynn"] = {"framework": "flax", "folded": False, "xla_flags": xla_variants["no_ynn"],
+                                    "steps": STEP}
     if model != "resnet18":  # BatchNorm folding is a ResNet variant
         out = {k: v for k, v in out.items() if not v["folded"]}
     return out
@@ -106,7 +112,8 @@ def _torch_worker(variant: str, workdir: Path, warmup: int, model_name: str = "r
     return step, out.numpy(), first, {"torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
-def _flax_worker(variant: str, folded: bool, workdir: Path, warmup: int, model_name: str = "resnet18"):
+def _flax_worker(variant: str, folded: bool, workdir: Path, warmup: int, model_name: str = "resnet18",
+                 steps: int = 0):
     import jax
     from flax import nnx
 
@@ -118,7 +125,9 @@ def _flax_worker(variant: str, folded: bool, workdir: Path, warmup: int, model_n
         model = nnx.eval_shape(lambda: clip_vit_b16(rngs=nnx.Rngs(0)))
         load_openclip(model, workdir / "weights.safetensors", strict=True)
         graphdef, state = nnx.split(model)
-        features = jax.jit(lambda s, x: nnx.merge(graphdef, s).encode_images(x))
+
+        def features_of(s, x):
+            return nnx.merge(graphdef, s).encode_images(x)
     else:
         from fer_jax.models.resnet import fold_batchnorm, resnet18
         from fer_jax.weights.torchvision import load_torchvision
@@ -128,7 +137,15 @@ def _flax_worker(variant: str, folded: bool, workdir: Path, warmup: int, model_n
         if folded:
             model = fold_batchnorm(model)
         graphdef, state = nnx.split(model)
-        features = jax.jit(lambda s, x: nnx.merge(graphdef, s).features(x))
+
+        def features_of(s, x):
+            return nnx.merge(graphdef, s).features(x)
+    if steps:
+        from fer_jax.models import generators
+
+        features = jax.jit(lambda s, x: generators.in_steps(lambda c: features_of(s, c), x, steps))
+    else:
+        features = jax.jit(features_of)
     x = jax.device_put(np.load(workdir / "x.npy"))
 
     def step():
@@ -150,7 +167,8 @@ def worker_main(args) -> None:
         if spec["framework"] == "torch":
             step, out, first, info = _torch_worker(args.worker, workdir, args.warmup, args.model)
         else:
-            step, out, first, info = _flax_worker(args.worker, spec["folded"], workdir, args.warmup, args.model)
+            step, out, first, info = _flax_worker(args.worker, spec["folded"], workdir, args.warmup, args.model,
+                                                  spec.get("steps", 0))
     except Exception as e:  # reported to the main process, which skips the variant
         send("failed", error=f"{type(e).__name__}: {e}"[:500])
         return
