@@ -56,9 +56,10 @@ from fer_jax.weights.torchvision import load_torchvision
 
 # Inference on the CPU runs a frame generator over this many frames at a time, in a loop inside
 # the compiled function (`in_steps`). Measured on a 2-core AVX-512 EPYC (issue #14), 256 frames
-# per call: ResNet-18 at 112 px 332 -> 400 frames/s, the mini-Xception at 64 px 2,460 -> 5,840;
-# ResNet-50 and the CLIP ViT-B/16 unchanged. The activations of 32 frames stay in the caches,
-# those of 256 do not. Accelerators want the whole batch at once.
+# per call: ResNet-18 at 112 px 335 -> 369 frames/s (benchmarks/generator_inference.py), the
+# mini-Xception at 64 px 2,309 -> 4,135 (benchmarks/mini_xception_inference.py); ResNet-50 and the
+# CLIP ViT-B/16 unchanged. The activations of 32 frames stay in the caches, those of 256 do not.
+# Accelerators want the whole batch at once.
 CPU_FRAMES_PER_STEP = 32
 
 
