@@ -257,5 +257,5 @@ def test_unlabelled_clips_get_keypoints_in_pose_configs(multi_release, tmp_path)
         clip_id = r["clip_id"].decode()
         expected = openpose.read_clip(os.path.join(str(root), "OpenPose", clip_id),
                                       frame_indices=release.sample_indices(summary["num_frames"][clip_id]))
-        np.testing.assert_array_equal(r["keypoints"], expected.points)
+        np.testing.assert_array_equal(r["pose"], expected.points)
         assert r["votes"].tolist() == summary["votes"][clip_id] and r["label"] == -1

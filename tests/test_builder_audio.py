@@ -193,11 +193,11 @@ def test_audio_configs_come_after_the_unchanged_ones(tmp_path):
                      "frames112_audio", "frames64_audio", "frames224_audio",
                      "frames112_pose_audio", "frames64_pose_audio", "frames224_pose_audio"]
     assert set(names) == set(build.CONFIG_NAMES)
-    assert str(dfew.Dfew.VERSION) == "1.1.0"
+    assert str(dfew.Dfew.VERSION) == "1.2.0"
     for name in names:
         features = dfew.Dfew(config=name, data_dir=str(tmp_path)).info.features
         assert ("audio" in features) == ("audio_length" in features) == name.endswith("_audio")
-        assert ("keypoints" in features) == ("_pose" in name)
+        assert ("pose" in features) == ("_pose" in name)
     plain = dfew.Dfew(config="frames64", data_dir=str(tmp_path))
     assert set(plain.info.features) == {"frames", "label", "clip_id", "num_frames", "fold", "votes"}
     assert "Audio configs" not in plain.info.description

@@ -1,34 +1,52 @@
-"""The TFDS builder of cached per-frame features (`dfew_features/<setup>`), same splits/labels/ids as its source.
+"""The TFDS builder of cached per-frame features (`<dataset>_features/<setup>`), same splits/labels/ids as its source.
 
-Each record: {<feature key>: float32[16, F] (zlib), label, clip_id, fold, num_frames, votes}, and
-when the source has the clips' sound (a `dfew/*_audio` build, or features made from one) its
-`audio` (int16 mono 16 kHz, variable length) and `audio_length` too, so a model can read the raw
-sound next to cached features. Audio generators add `audio_<name>` float32[16, F] and
-`audio_mask` float32[16] (1 where the clip has sound).
-The source is a `dfew/<config>` build or another cached-features dataset; every split it stores
-is written (fold1..fold5, and `unlabelled` when the source has the multi-labelled clips). Float
-arrays of the source that the new setup lists are passed through unchanged (OpenPose
-`keypoints`, or the features of a features source, so an OmniVec or external embedding can be
-added next to them). The setup that produced the features (source dataset, generator names,
-weights, fine-tuned checkpoints) is stored in the dataset's metadata as `setup`, so a training
-run can refuse features that do not match its config. The per-batch computation is a callable
-handed in by `fer_jax.extract`; this module does not import JAX.
+Each record: {<feature key>: float32[T, F] (zlib)} next to every per-clip field of its source (label
+with the source's class names, clip_id, fold, num_frames, and the dataset's own: DFEW's votes,
+FERV39k's scene, MAFW's captions), and when the source has the clips' sound (an `_audio` build, or
+features made from one) its `audio` (int16 mono 16 kHz, variable length) and `audio_length` too,
+so a model can read the raw sound next to cached features. Audio generators add `audio_<name>`
+float32[T, F] and `audio_mask` float32[T] (1 where the clip has sound).
+
+A DFEW source makes `dfew_features/<setup>`, a MAFW one `mafw_features/<setup>`, and so on
+(`features_name`): the name says which dataset the features belong to. The source is a clip
+dataset build or another cached-features dataset; every split it stores is written. Float arrays of
+the source that the new setup lists are passed through unchanged (OpenPose `pose`, or the features
+of a features source, so an OmniVec or external embedding can be added next to them). Metadata:
+`setup` (source dataset, generator names, weights, fine-tuned checkpoints), `dataset` (the source's
+description, copied) and `source_build` (the source's build fingerprint and, per split, its clip
+count and clip-id digest), so a training run can refuse features that do not match its config or
+that were made from an older build of their source. The per-batch computation is a callable handed
+in by `fer_jax.extract`; this module does not import JAX.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
+import functools
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from tfds_dfew import release
+from tfds_dfew import clip_builder, datasets
 
-NAME = "dfew_features"
-META_KEYS = ("label", "clip_id", "fold", "num_frames", "votes")  # per-clip fields copied from the source
+SUFFIX = "_features"
+NAME = "dfew_features"  # DFEW's (kept for the name earlier code and runs use)
 AUDIO_KEYS = ("audio", "audio_length")  # the raw sound, carried along when the source has it
+FRAME_KEY = "frames"
+
+
+def features_name(dataset: str) -> str:
+    """'dfew' -> 'dfew_features' (the TFDS name of the dataset's cached features)."""
+    return f"{dataset}{SUFFIX}"
+
+
+def parse_name(name: str) -> tuple[str, str] | None:
+    """'mafw_features/resnet18' -> ('mafw', 'resnet18'); None for a name that is not a features dataset."""
+    head, _, setup = str(name).partition("/")
+    if not head.endswith(SUFFIX) or not setup:
+        return None
+    return head[: -len(SUFFIX)], setup.split(":", 1)[0]
 
 
 @dataclasses.dataclass
@@ -40,13 +58,32 @@ class FeaturesConfig(tfds.core.BuilderConfig):
     audio: bool = False  # carry the source's `audio` / `audio_length`
 
 
-class DfewFeatures(tfds.core.GeneratorBasedBuilder):
-    """Cached generator features of every DFEW clip, one split per stored split of the source."""
+def per_clip_fields(source_features) -> list[str]:
+    """The source's per-clip fields a features dataset copies: everything but frames, sound and float arrays."""
+    out = []
+    for key, feature in source_features.items():
+        if key == FRAME_KEY or key in AUDIO_KEYS or key in passed_through(source_features):
+            continue
+        out.append(key)
+    return out
 
-    VERSION = tfds.core.Version("1.1.0")
+
+def copy_feature(feature):
+    """The same feature spec (a ClassLabel keeps its names, which its JSON form does not hold)."""
+    if isinstance(feature, tfds.features.ClassLabel):
+        return tfds.features.ClassLabel(names=list(feature.names))
+    return tfds.features.FeatureConnector.from_json(feature.to_json())
+
+
+class FeaturesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Cached generator features of every clip of a dataset, one split per stored split of the source."""
+
+    VERSION = tfds.core.Version("1.2.0")
     RELEASE_NOTES = {
         "1.0.0": "Per-frame generator features with label, clip id, fold, frame count.",
         "1.1.0": "Every split of the source (incl. `unlabelled`), vote counts, features sources.",
+        "1.2.0": "Every per-clip field of the source with its own class names; metadata `dataset` and "
+                 "`source_build`; one features dataset per source dataset (`<dataset>_features`).",
     }
 
     def __init__(self, *, source=None, compute: Callable[[Sequence[dict]], Mapping[str, np.ndarray]] | None = None,
@@ -59,44 +96,41 @@ class DfewFeatures(tfds.core.GeneratorBasedBuilder):
 
     def _log_download_bytes(self) -> None:
         # TFDS's own line speaks of downloading; extraction computes features locally.
-        print(f"Extracting features {NAME}/{self.builder_config.name} into {self.data_dir}...", flush=True)
+        print(f"Extracting features {self.name}/{self.builder_config.name} into {self.data_dir}...", flush=True)
 
     def _log_download_done(self) -> None:
-        print(f"{NAME}/{self.builder_config.name} written to {self.data_dir}.", flush=True)
+        print(f"{self.name}/{self.builder_config.name} written to {self.data_dir}.", flush=True)
 
     def _info(self) -> tfds.core.DatasetInfo:
         features = {
             key: tfds.features.Tensor(shape=tuple(shape), dtype=np.float32, encoding=tfds.features.Encoding.ZLIB)
             for key, shape in self.builder_config.feature_shapes.items()
         }
-        if self.builder_config.audio:  # the same feature specs as the source's
-            if self._source is None:
-                raise ValueError("a features dataset that carries audio is built from its source (fer_jax.extract).")
-            features.update({k: tfds.features.FeatureConnector.from_json(self._source.info.features[k].to_json())
-                             for k in AUDIO_KEYS})
-        features.update(
-            label=tfds.features.ClassLabel(names=list(release.CLASS_NAMES)),
-            clip_id=tfds.features.Text(),
-            fold=np.int32,
-            num_frames=np.int32,
-            votes=tfds.features.Tensor(shape=(len(release.CLASS_NAMES),), dtype=np.int32),
-        )
+        metadata = {"setup": dict(self.builder_config.setup)}
+        if self._source is not None:
+            source = self._source.info.features
+            if self.builder_config.audio:  # the same feature specs as the source's
+                features.update({k: copy_feature(source[k]) for k in AUDIO_KEYS})
+            features.update({k: copy_feature(source[k]) for k in per_clip_fields(source)})
+            metadata["dataset"] = datasets.description_of(self._source).to_json()
+            metadata["source_build"] = source_build(self._source)
         return tfds.core.DatasetInfo(
             builder=self,
-            description="Per-frame features of DFEW clips computed by pretrained (or fine-tuned) generators.",
+            description="Per-frame features of a dataset's clips computed by pretrained (or fine-tuned) generators.",
             features=tfds.features.FeaturesDict(features),
-            metadata=tfds.core.MetadataDict(setup=dict(self.builder_config.setup)),
+            metadata=tfds.core.MetadataDict(metadata),
         )
 
     def _split_generators(self, dl_manager):
         del dl_manager
         if self._compute is None or self._source is None:
-            raise ValueError("DfewFeatures needs a source builder and a `compute` callable to build; use "
+            raise ValueError("a features dataset needs a source builder and a `compute` callable to build; use "
                              "python -m fer_jax.extract.")
         return {split: self._generate_examples(split) for split in sorted(self._source.info.splits.keys())}
 
     def _generate_examples(self, split):
         source = self._source.as_data_source(split=split)
+        fields = per_clip_fields(self._source.info.features)
         n = len(source)
         for start in range(0, n, self._batch_size):
             records = [source[i] for i in range(start, min(start + self._batch_size, n))]
@@ -105,15 +139,39 @@ class DfewFeatures(tfds.core.GeneratorBasedBuilder):
                 clip_id = r["clip_id"].decode() if isinstance(r["clip_id"], bytes) else r["clip_id"]
                 example = {key: np.asarray(outputs[key][i] if key in outputs else r[key], np.float32)
                            for key in self.builder_config.feature_shapes}
-                votes = r.get("votes")
-                example.update(label=int(r["label"]), clip_id=clip_id, fold=int(r["fold"]),
-                               num_frames=int(r["num_frames"]),
-                               votes=np.zeros(len(release.CLASS_NAMES), np.int32) if votes is None
-                               else np.asarray(votes, np.int32))
+                for key in fields:
+                    value = r[key]
+                    example[key] = value.decode() if isinstance(value, bytes) else value
+                example["clip_id"] = clip_id
                 if self.builder_config.audio:
                     example.update(audio=np.asarray(r["audio"], np.int16).reshape(-1),
                                    audio_length=int(r["audio_length"]))
                 yield clip_id, example
+
+
+@functools.cache
+def builder_class(dataset: str) -> type:
+    """The features builder of `dataset` (TFDS name `<dataset>_features`), made once per dataset."""
+    camel = "".join(part[:1].upper() + part[1:] for part in dataset.split("_"))
+    cls = type(f"{camel}Features", (FeaturesBuilder,), {"__module__": __name__})
+    cls.name = features_name(dataset)
+    return cls
+
+
+DfewFeatures = builder_class("dfew")  # the name earlier code used
+
+
+def source_build(source) -> dict:
+    """What a features dataset records of its source: the source's build fingerprint and clip ids per split.
+
+    For a features source, the record it holds of its own source (the chain ends at a clip build).
+    """
+    metadata = dict(source.info.metadata or {})
+    if "source_build" in metadata:
+        return dict(metadata["source_build"])
+    return {"dataset": f"{source.info.name}/{source.builder_config.name}",
+            "version": str(source.info.version), "fingerprint": clip_builder.fingerprint(metadata),
+            "splits": dict(dict(metadata.get("build", {}) or {}).get("splits", {}) or {})}
 
 
 def has_audio(source_features) -> bool:
@@ -125,7 +183,7 @@ def passed_through(source_features) -> dict[str, tuple[int, ...]]:
     """{key: shape} of the float arrays of a source dataset that a features dataset carries along."""
     out = {}
     for key, feature in source_features.items():
-        if key in META_KEYS or key in AUDIO_KEYS or key == "frames":
+        if key in AUDIO_KEYS or key == FRAME_KEY:
             continue
         if not isinstance(feature, tfds.features.Tensor):
             continue
@@ -134,19 +192,6 @@ def passed_through(source_features) -> dict[str, tuple[int, ...]]:
     return out
 
 
-def dataset_dir(data_dir: str, setup_name: str) -> str | None:
-    """The newest version folder of dfew_features/<setup_name> under data_dir, or None."""
-    base = os.path.join(os.path.expanduser(data_dir), NAME, setup_name)
-    if not os.path.isdir(base):
-        return None
-    versions = sorted((v for v in os.listdir(base) if os.path.exists(os.path.join(base, v, "dataset_info.json"))),
-                      key=lambda v: tuple(int(x) for x in v.split(".") if x.isdigit()))
-    return os.path.join(base, versions[-1]) if versions else None
-
-
-def open_builder(data_dir: str, setup_name: str):
-    """A read-only builder of a built features dataset (no builder code needed to read it)."""
-    path = dataset_dir(data_dir, setup_name)
-    if path is None:
-        return None
-    return tfds.builder_from_directory(path)
+def open_builder(data_dir: str, setup_name: str, dataset: str = "dfew"):
+    """A read-only builder of a built features dataset `<dataset>_features/<setup_name>`, or None."""
+    return datasets.open_built(data_dir, f"{features_name(dataset)}/{setup_name}")

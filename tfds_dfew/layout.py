@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from fer_jax.errors import UserError
+from tfds_dfew import description
+from tfds_dfew.errors import ReleaseError  # noqa: F401  (re-exported: layout.ReleaseError)
 
 NUM_FRAMES = 16
 NUM_FOLDS = 5
@@ -22,9 +23,19 @@ ANNOTATION_COLUMNS = ("1happy", "2sad", "3neutral", "4angry", "5surprise", "6dis
 UNLABELLED = -1  # label of a clip without a single label (TFDS ClassLabel accepts -1)
 UNLABELLED_FOLD = 0
 
-
-class ReleaseError(UserError, ValueError):
-    """The DFEW release on disk is not usable as it is; the message says where and what to do."""
+DESCRIPTION = description.register(description.DatasetDescription(
+    name="dfew",
+    title="DFEW",
+    class_names=CLASS_NAMES,
+    basic_emotions=CLASS_NAMES,  # DFEW's names are the basic emotions' own
+    scheme=description.SplitScheme.k_folds(NUM_FOLDS),
+    clip_id="5-digit zero-padded number, 00001..16372 (CSVs may drop the zeros)",
+    frame_sources=tuple(f"Clip/{f}" for f in FRAME_FOLDERS),
+    modalities=("pose", "audio"),
+    num_frames=NUM_FRAMES,
+    fields=("votes",),
+    homepage="https://dfew-dataset.github.io",
+))
 
 
 def normalize_clip_id(raw: str | int, *, where: str = "") -> str:

@@ -46,7 +46,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from fer_jax.errors import UserError
+from tfds_dfew.errors import UserError
 
 BODY_25_POINTS = 25
 COCO_POINTS = 18

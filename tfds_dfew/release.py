@@ -34,13 +34,13 @@ import dataclasses
 import io
 import logging
 import os
-import re
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
 
 from tfds_dfew.annotation import annotation_path, read_annotation  # noqa: F401  (part of this module's API)
+from tfds_dfew.frames import list_frames, load_frame, load_frames, sample_indices  # noqa: F401  (re-exported)
+from tfds_dfew.plan import ClipEntry, describe_ids  # noqa: F401  (re-exported)
 from tfds_dfew.layout import (  # noqa: F401  (re-exported: release.CLASS_NAMES etc.)
     NUM_FRAMES,
     NUM_FOLDS,
@@ -115,24 +115,6 @@ def read_split_csv(path: str) -> dict[str, int]:
             raise ReleaseError(f"{where}: clip {clip_id} is listed twice in this file.")
         out[clip_id] = label - 1
     return out
-
-
-def describe_ids(ids: Sequence[str], limit: int = 10) -> str:
-    """'3 (first: 00004, 00009, 00012)' style text for a list of clip ids."""
-    ids = list(ids)
-    more = f" (+{len(ids) - limit} more)" if len(ids) > limit else ""
-    return f"{len(ids)} ({', '.join(ids[:limit])}{more})"
-
-
-@dataclasses.dataclass(frozen=True)
-class ClipEntry:
-    """One clip: id, label 0..6 (-1: no single label), test fold 1..5 (0: unlabelled) and frame folder (or None)."""
-
-    clip_id: str
-    label: int
-    fold: int
-    frame_dir: str | None
-    source: str | None  # which of FRAME_FOLDERS holds it
 
 
 @dataclasses.dataclass
@@ -325,83 +307,10 @@ def _log_inconsistencies(plan: ReleasePlan) -> None:
                     describe_ids([c for c, _ in plan.left_out]), "; ".join(reasons))
 
 
-_LAST_INT = re.compile(r"(\d+)(?!.*\d)")
-
-
-def list_frames(frame_dir: str, *, clip_id: str = "") -> list[str]:
-    """Image files of a clip folder, sorted numerically by the last integer in the name.
-
-    Raises ReleaseError when the folder is empty or a name has no number.
-    """
-    names = [n for n in os.listdir(frame_dir) if n.lower().endswith(IMAGE_SUFFIXES)]
-    if not names:
-        raise ReleaseError(
-            f"{frame_dir}: clip {clip_id} has no frame images. Re-extract this clip's frames from the "
-            "release archive, or delete the folder to have the clip reported as missing."
-        )
-    keyed = []
-    for n in names:
-        m = _LAST_INT.search(os.path.splitext(n)[0])
-        if m is None:
-            raise ReleaseError(
-                f"{os.path.join(frame_dir, n)}: frame file name has no frame number; expected names like "
-                f"{clip_id}_00001.jpg or 1.jpg."
-            )
-        keyed.append((int(m.group(1)), n))
-    keyed.sort()
-    numbers = [k for k, _ in keyed]
-    if len(set(numbers)) != len(numbers):
-        dup = next(k for k in numbers if numbers.count(k) > 1)
-        raise ReleaseError(f"{frame_dir}: two frame files carry frame number {dup}; keep one of them.")
-    return [os.path.join(frame_dir, n) for _, n in keyed]
-
-
-def sample_indices(num_available: int, num_frames: int = NUM_FRAMES) -> np.ndarray:
-    """Uniformly spaced frame indices: int[num_frames] in [0, num_available).
-
-    Clips shorter than `num_frames` repeat frames (each index appears in order, some twice).
-    """
-    if num_available <= 0:
-        raise ValueError("num_available must be positive")
-    if num_available == num_frames:
-        return np.arange(num_frames)
-    # First and last frame included, evenly spaced in between (numpy.linspace, rounded).
-    positions = np.linspace(0.0, num_available - 1, num_frames)
-    return np.clip(np.round(positions), 0, num_available - 1).astype(np.int64)
-
-
-def load_frame(path: str, size: int, *, clip_id: str = ""):
-    """Decodes one frame with Pillow, converts to RGB and resizes to size x size (area filter).
-
-    Returns uint8[size, size, 3]. Raises ReleaseError naming the file for unreadable images.
-    """
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            rgb = im.convert("RGB")
-    except Exception as e:  # Pillow raises several types for damaged files
-        raise ReleaseError(
-            f"{path}: frame of clip {clip_id} cannot be decoded ({type(e).__name__}: {e}). Re-extract the "
-            "clip from the release archive, or rebuild with --skip_bad_clips to leave it out (it is reported)."
-        ) from None
-    if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.Resampling.BOX if rgb.size[0] > size else Image.Resampling.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8)
-
-
 def load_clip(entry: ClipEntry, size: int, num_frames: int = NUM_FRAMES):
     """Reads a clip's frames: (uint8[num_frames, size, size, 3], frame indices, original frame count)."""
     assert entry.frame_dir is not None
-    paths = list_frames(entry.frame_dir, clip_id=entry.clip_id)
-    idx = sample_indices(len(paths), num_frames)
-    cache: dict[int, np.ndarray] = {}
-    frames = []
-    for i in idx:
-        if int(i) not in cache:
-            cache[int(i)] = load_frame(paths[i], size, clip_id=entry.clip_id)
-        frames.append(cache[int(i)])
-    return np.stack(frames), idx, len(paths)
+    return load_frames(entry.frame_dir, size, num_frames, clip_id=entry.clip_id)
 
 
 def original_frame_count(entry: ClipEntry, root: str) -> int:

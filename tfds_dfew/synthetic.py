@@ -59,11 +59,11 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import importlib
 import io
 import json
 import multiprocessing
 import os
-import shutil
 import sys
 import time
 import zipfile
@@ -76,7 +76,7 @@ from PIL import Image
 
 # Project class order (index 0..6); the official CSV label is index + 1.
 
-from tfds_dfew import synthetic_audio, synthetic_hard
+from tfds_dfew import synthetic_audio, synthetic_draw, synthetic_hard
 from tfds_dfew.synthetic_openpose import openpose_frames  # noqa: F401  (this module's API)
 from tfds_dfew.synthetic_draw import (  # noqa: F401  (re-exported: this module's API)
     CLASS_NAMES,
@@ -355,21 +355,6 @@ def silent_clips(drawn: Sequence[str], seed: int, frac: float) -> list[str]:
 _OWNED = (CLIP_DIR, SPLIT_DIR, OPENPOSE_DIR, ANNOTATION_DIR)
 
 
-def _prepare_out_dir(out_dir: str, overwrite: bool) -> None:
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise NotADirectoryError(f"--out {out_dir} exists and is not a directory")
-    if os.path.isdir(out_dir) and os.listdir(out_dir):
-        if not overwrite:
-            raise FileExistsError(
-                f"output directory {out_dir} is not empty; choose an empty or new directory, "
-                f"or pass --overwrite (overwrite=True) to replace its {', '.join(_OWNED)} folders")
-        for name in _OWNED:
-            path = os.path.join(out_dir, name)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-    os.makedirs(out_dir, exist_ok=True)
-
-
 SCENARIOS = ("easy", "hard")
 # The easy scenario's defaults (the hard scenario's are synthetic_hard.DEFAULTS).
 EASY_DEFAULTS = {"num_clips": 600, "frame_size": 224, "multi_frac": 0.05, "missing_frac": 0.03,
@@ -499,7 +484,7 @@ def generate(out_dir: str | os.PathLike, num_clips: int | None = None, seed: int
                     short_frac=short_frac, multi_frac=multi_frac, class_probs=class_probs,
                     max_frames=max_frames, label_noise=label_noise)
     silent = set(silent_clips(the_plan["drawn"], seed, no_audio_frac)) if audio else set()
-    _prepare_out_dir(out_dir, overwrite)
+    synthetic_draw.prepare_out_dir(out_dir, overwrite, _OWNED)
 
     folds = {k: [] for k in range(1, NUM_FOLDS + 1)}
     for cid in the_plan["labelled"]:
@@ -609,12 +594,25 @@ def _originals_line(summary: dict) -> str:
             f"{len(originals) - len(silent)} with sound, {len(silent)} without")
 
 
+# --dataset <name>: the synthetic maker of another release layout (its own options follow).
+OTHER_LAYOUTS = {"mafw": "tfds_dfew.synthetic_mafw", "ferv39k": "tfds_dfew.synthetic_ferv39k"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chooser = argparse.ArgumentParser(add_help=False)
+    chooser.add_argument("--dataset", default="dfew", choices=("dfew", *OTHER_LAYOUTS))
+    chosen, rest = chooser.parse_known_args(argv)
+    if chosen.dataset != "dfew":  # another layout: its module parses the rest
+        return importlib.import_module(OTHER_LAYOUTS[chosen.dataset]).main(rest)
+    argv = rest
     parser = argparse.ArgumentParser(
         prog="python -m tfds_dfew.synthetic",
         description="Write a synthetic DFEW-layout tree (drawn faces, split CSVs, OpenPose "
                     "JSON) for the demo and tests. Options left out take the scenario's default.",
-        epilog="example: python -m tfds_dfew.synthetic --scenario hard --out data/synthetic_dfew --seed 0")
+        epilog="example: python -m tfds_dfew.synthetic --scenario hard --out data/synthetic_dfew --seed 0; "
+               "--dataset mafw or --dataset ferv39k (first) writes those releases' layouts instead, with their own "
+               "options (python -m tfds_dfew.synthetic --dataset mafw --help)")
     parser.add_argument("--out", required=True, help="output directory (empty or new)")
     parser.add_argument("--scenario", choices=SCENARIOS, default="easy",
                         help="easy: faces alone nearly saturate (600 clips, 224 px); hard: face and "

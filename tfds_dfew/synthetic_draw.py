@@ -7,6 +7,8 @@ synthetic_hard and synthetic_body add the hard scenario's heads, occluders and g
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -493,3 +495,22 @@ def clip_rng(seed: int, clip_id: str | int, stream: int = 0) -> np.random.Genera
     """The generator of one clip: stream 0 draws its frames (`draw_clip`), 1 its OpenPose JSON,
     2 its annotation votes, 3 the hard scenario's per-clip parameters."""
     return np.random.default_rng([int(seed), int(clip_id), int(stream)])
+
+
+def prepare_out_dir(out_dir: str, overwrite: bool, owned) -> None:
+    """Makes `out_dir` ready for a synthetic release: new or empty, or (overwrite) with its `owned` folders removed.
+
+    Raises NotADirectoryError for a file in the way and FileExistsError for a non-empty folder without overwrite.
+    """
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise NotADirectoryError(f"--out {out_dir} exists and is not a directory")
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        if not overwrite:
+            raise FileExistsError(
+                f"output directory {out_dir} is not empty; choose an empty or new directory, "
+                f"or pass --overwrite (overwrite=True) to replace its {', '.join(owned)} folders")
+        for name in owned:
+            path = os.path.join(out_dir, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+    os.makedirs(out_dir, exist_ok=True)
