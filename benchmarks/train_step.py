@@ -87,6 +87,7 @@ def benchmark_config(batch_size: int = 32, *, width: int = 256, depth: int = 4, 
     c.model.width, c.model.depth, c.model.num_heads, c.model.mlp_dim = width, depth, num_heads, mlp_dim
     c.model.dropout, c.model.head_dropout = dropout, head_dropout
     c.batch_size = batch_size
+    c.num_classes = 7  # DFEW's seven classes: the benchmark model's head (the config leaves it to the dataset)
     c.dataset.name = "dfew_features/bench"
     c.dataset.data_dir = data_dir or c.dataset.data_dir
     c.progress_bar = False

@@ -72,6 +72,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     generator, _ = GENERATORS[towers[0] if towers else ""]
     c = fusion.get_config(f"face,generator={generator},fold={int(parsed.options.get('fold', 1))}")
     c.dataset.data_dir = "data/tfds"  # where fer_jax.extract writes dfew_features/<generator>
+    c.dataset.source = "frames224"  # the build the features are extracted from (what a missing-data message names)
     c.data.crop_size = 0
     c.data.flip = False  # cached features cannot be mirrored
 

@@ -5,7 +5,9 @@
     python -m fer_jax.train --config configs/fusion.py:face,generator=resnet18 --workdir runs/r18_f1
 
 The variant is a comma-separated list: a '+'-joined modality subset first (`face`, `pose`,
-`omnivec`, `external`, `audio`, e.g. `face+pose+omnivec`), then optional key=value items: fold=1..5,
+`omnivec`, `external`, `audio`, e.g. `face+pose+omnivec`), then optional key=value items:
+dataset=dfew|mafw|ferv39k (whose cached features: `<dataset>_features/...`; default dfew), fold=k
+(the dataset's folds: 1..5 for DFEW and MAFW, 1 for FERV39k's one train/test split),
 generator=<name> (which cached features the face modality reads), features=<dfew_features setup
 name> (default: the generator's, with `_omnivec` / `_external` appended for those modalities),
 omnivec_run=<pretraining workdir> (fine-tune that OmniVec end to end instead of reading its
@@ -24,7 +26,7 @@ import ml_collections
 
 from configs import variants
 
-OPTIONS = ("fold", "generator", "features", "omnivec_run", "audio")
+OPTIONS = ("fold", "generator", "features", "omnivec_run", "audio", "dataset")
 AUDIO_GENERATORS = ("logmel", "wav2vec2_base", "hubert_base")  # audio=<one of these>: cached features
 
 
@@ -32,7 +34,7 @@ def _omnivec_inputs(run: str, generator: str) -> dict:
     """{part: dataset key} the pretraining run in `run` read (face and pose when its config is not there yet)."""
     path = os.path.join(os.path.expanduser(run), "config.json")
     if not os.path.exists(path):
-        return {"face": f"face_{generator}", "pose": "keypoints"}
+        return {"face": f"face_{generator}", "pose": "pose"}
     with open(path) as f:
         modalities = json.load(f).get("modalities", {})
     return {name: spec["input"] for name, spec in modalities.items()}
@@ -52,19 +54,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     default_features = (generator + (f"_{audio}" if cached_audio else "")
                         + ("_omnivec" if "omnivec" in modalities and not omnivec_run else "")
                         + ("_external" if "external" in modalities else ""))
+    dataset = options.get("dataset", "dfew")
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.num_classes = 7
+    c.num_classes = 0  # 0: the dataset's (a run records the number it trained with in its config.json)
 
     c.dataset = ml_collections.ConfigDict()
-    c.dataset.name = f"dfew_features/{options.get('features', default_features)}"
+    c.dataset.name = f"{dataset}_features/{options.get('features', default_features)}"
     c.dataset.data_dir = "data/tfds"  # the default of tfds_dfew.build and fer_jax.extract too
     c.dataset.fold = int(options.get("fold", 1))
 
     available = {
         "face": {"input": f"face_{generator}", "tokenizer": "linear", "generator": generator, "checkpoint": ""},
         # OpenPose keypoints carried in the features dataset (extract from a dfew/*_pose build)
-        "pose": {"input": "keypoints", "tokenizer": "mlp", "generator": "", "checkpoint": ""},
+        "pose": {"input": "pose", "tokenizer": "mlp", "generator": "", "checkpoint": ""},
         # a pretrained OmniVec's per-frame embeddings, extracted once (configs/extract.py:omnivec)
         "omnivec": {"input": "omnivec", "tokenizer": "linear", "generator": "omnivec", "checkpoint": ""},
         # per-clip embeddings of an external model (configs/extract.py:npy)
@@ -84,6 +87,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict({"crop_size": 0, "flip": False, "read_threads": 2, "prefetch": 8,
                                         "keypoint_min_confidence": 0.05})
+    c.data.num_frames = 0  # T the model reads; 0 = every frame the dataset stores per clip (16 unless built _t<n>)
     # Raw sound: every clip's track padded to this length; a longer one keeps this much spread over its
     # 16 time slices (fer_jax.data.audio.fit). DFEW's clips last 2-5 s.
     c.data.audio_seconds = 6.0
@@ -119,8 +123,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.loss = ml_collections.ConfigDict()
     c.loss.label_smoothing = 0.1
-    # "" (none) | "balanced" (1 / class count over the fold's training split, mean 1) | seven
-    # comma-separated numbers in class order, e.g. "1,1,1,1,1,5,1"
+    # "" (none) | "balanced" (1 / class count over the fold's training split, mean 1) | one number per
+    # class, comma-separated, in the dataset's class order (DFEW's seven: e.g. "1,1,1,1,1,5,1")
     c.loss.class_weights = ""
     # Soft targets: weight lambda of the annotators' vote distribution in the target,
     # (1 - lambda) * smoothed one-hot + lambda * votes / sum(votes). Needs a dataset with `votes`.

@@ -28,20 +28,47 @@ import grain
 import numpy as np
 import tensorflow_datasets as tfds
 
-import tfds_dfew.dfew  # noqa: F401  (registers the `dfew` builder with TFDS)
-from fer_jax.data import audio as audio_lib
-from fer_jax.data import keypoints
+from fer_jax import feature_checks, hints, modalities
 from fer_jax.data.samplers import ClassBalancedSampler, labelled_subset  # noqa: F401  (part of this module's API)
 from fer_jax.errors import ConfigError, DatasetNotFoundError, FeatureSetupError
-from fer_jax.models import generators
+from fer_jax.feature_checks import check_setup as check_feature_setup  # noqa: F401  (part of this module's API)
+from fer_jax.modalities.features import AUDIO_FEATURE_PREFIX  # noqa: F401  (part of this module's API)
+from tfds_dfew import datasets
+from tfds_dfew import description as description_lib
 from tfds_dfew import features as features_lib
-from tfds_dfew import release
 
 
-def fold_split(config, part: str) -> str:
-    """The TFDS split string for `part` ('train' | 'test') of config.dataset.fold."""
-    train, test = release.fold_splits(int(config.dataset.fold))
+def fold_split(config, part: str, description: description_lib.DatasetDescription | None = None) -> str:
+    """The TFDS split string for `part` ('train' | 'test') of config.dataset.fold, by the dataset's split scheme.
+
+    description: the dataset's (default: read from config.dataset's build).
+    """
+    description = description or dataset_description(config)
+    try:
+        train, test = description.scheme.splits(config.dataset.get("fold", 1) or 1)
+    except ValueError as e:
+        raise ConfigError(f"config.dataset.fold={config.dataset.get('fold')!r}: {description.title} has "
+                          f"{description.scheme.describe()}; {e}.") from None
     return {"train": train, "test": test}[part]
+
+
+def dataset_description(config) -> description_lib.DatasetDescription:
+    """The description of config.dataset (class names, split scheme, frames per clip), from its build; when it
+    is not built (a model built from a config alone: benchmarks, shape checks), its dataset's registered one."""
+    try:
+        return datasets.description_of(open_builder(config, check=False))
+    except DatasetNotFoundError:
+        name = features_lib.parse_name(str(config.dataset.name))
+        try:
+            return datasets.description(name[0] if name else str(config.dataset.name))
+        except KeyError:
+            raise DatasetNotFoundError(f"config.dataset.name={config.dataset.name!r}: no such dataset is built in "
+                                       f"{config.dataset.data_dir} or known ({', '.join(datasets.names())}).") from None
+
+
+def num_classes(config) -> int:
+    """config.num_classes, or (0: the dataset's) its dataset's class count."""
+    return int(config.get("num_classes", 0) or 0) or dataset_description(config).num_classes
 
 
 def dataset_name(config) -> str:
@@ -70,55 +97,58 @@ def dataset_splits(config) -> list[str]:
     return sorted(open_builder(config).info.splits.keys())
 
 
-def extract_hint(setup: str, data_dir: str) -> str:
-    """The commands that make cached features `dfew_features/<setup>` in `data_dir` (as extract names them)."""
-    where = "" if os.path.normpath(data_dir) == "data/tfds" else (
-        f" --config.source.data_dir={data_dir} --config.output.data_dir={data_dir}")
-    for suffix, how in (("_omnivec", "omnivec,run=<pretraining_workdir>"), ("_external", "npy,path=<npy_folder>")):
-        if setup.endswith(suffix) and len(setup) > len(suffix):
-            base = setup[: -len(suffix)]
-            return (f"{extract_hint(base, data_dir)}, then python -m fer_jax.extract --config "
-                    f"configs/extract.py:{how},features={base}{where}")
-    # frame generators: their names joined by '_'
-    names, rest = [], setup
-    while rest:
-        match = next((g for g in sorted(generators.names(), key=len, reverse=True)
-                      if rest == g or rest.startswith(g + "_")), None)
-        if match is None:
-            return (f"no extraction setup makes {setup!r} by that name; see python -m fer_jax.extract --help "
-                    f"and the folders in {data_dir}/dfew_features")
-        names.append(match)
-        rest = rest[len(match) + 1:]
-    return f"python -m fer_jax.extract --config configs/extract.py:{'+'.join(names)}{where}"
+def extract_hint(setup: str, data_dir: str, dataset: str = "dfew") -> str:
+    """The commands that make cached features `<dataset>_features/<setup>` in `data_dir` (as extract names them)."""
+    return hints.extract_command(setup, data_dir, dataset)
 
 
-def open_builder(config):
-    """The TFDS builder of config.dataset (checked to exist; cached features checked against the config)."""
+def open_builder(config, *, check: bool = True):
+    """The built dataset of config.dataset (checked to exist; cached features checked against the config)."""
     name = dataset_name(config)
     data_dir = os.path.expanduser(config.dataset.data_dir)
+    features = features_lib.parse_name(name)
+    base = features[0] if features else description_lib.base_name(name)
+    source = str(config.dataset.get("source", "") or "")  # the clip build cached features come from
     if not os.path.isdir(data_dir):
-        make = f"python -m tfds_dfew.build --manual_dir <DFEW release> --data_dir {config.dataset.data_dir}"
-        if name.startswith(features_lib.NAME + "/"):
-            make += f", then {extract_hint(name.split('/', 1)[1], config.dataset.data_dir)}"
+        make = hints.build_command(f"{base}/{source}" if features and source else name, config.dataset.data_dir)
+        if features:
+            make += (f", then {hints.extract_command(features[1], config.dataset.data_dir, features[0], source or None)}")
         raise DatasetNotFoundError(
             f"config.dataset.data_dir={config.dataset.data_dir!r} does not exist. If that is a typo, point it at "
             f"the folder that holds the built datasets (the demo's is data/tfds); to make it there: {make}")
-    if name.startswith(features_lib.NAME + "/"):
-        builder = features_lib.open_builder(data_dir, name.split("/", 1)[1])
-        if builder is None:
+    builder = _cached_builder(data_dir, name)
+    if builder is None:
+        if features:
+            from_build = (f" (from {base}/{source}; if that is not built either: "
+                          f"{hints.build_command(f'{base}/{source}', data_dir)})") if source else ""
             raise DatasetNotFoundError(
                 f"cached features {name!r} are not in {data_dir}. Extract them first: "
-                f"{extract_hint(name.split('/', 1)[1], data_dir)}")
-        check_feature_setup(config, builder)
-        return builder
-    how = f"Build it first: python -m tfds_dfew.build --manual_dir <DFEW release> --data_dir {data_dir}"
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except Exception as e:  # unknown name or config
-        raise DatasetNotFoundError(f"config.dataset.name={name!r} is not a known dataset ({str(e).splitlines()[0]}).") from None
-    if not builder.is_prepared():
-        raise DatasetNotFoundError(f"dataset {name!r} is not built in {data_dir}. {how}")
+                f"{hints.extract_command(features[1], data_dir, features[0], source or None)}{from_build}")
+        if base not in datasets.names():
+            raise DatasetNotFoundError(f"config.dataset.name={name!r} is not a known dataset; known: "
+                                       f"{', '.join(datasets.names())} (their builds, e.g. dfew/frames112, or "
+                                       "<dataset>_features/<setup> for cached features).")
+        raise DatasetNotFoundError(f"dataset {name!r} is not built in {data_dir}. Build it first: "
+                                   f"{hints.build_command(name, data_dir)}")
+    if features and check:
+        feature_checks.check_setup(config, builder)
+        feature_checks.check_fresh(config, builder, lambda name: _cached_builder(data_dir, name))
     return builder
+
+
+_BUILDERS: dict = {}
+
+
+def _cached_builder(data_dir: str, name: str):
+    """datasets.open_built, once per (folder, name, version folder) in a process."""
+    path = datasets.version_dir(data_dir, name)
+    if path is None:
+        return None
+    stamp = os.path.getmtime(os.path.join(path, "dataset_info.json"))
+    key = (path, stamp)
+    if key not in _BUILDERS:
+        _BUILDERS[key] = datasets.open_built(data_dir, name)
+    return _BUILDERS[key]
 
 
 def _split_source(builder, split, name, data_dir):
@@ -128,131 +158,56 @@ def _split_source(builder, split, name, data_dir):
         raise DatasetNotFoundError(f"dataset {name!r} in {data_dir} has no split {split!r} ({e}).") from None
 
 
-def _sound_hint(key: str) -> str:
-    """What to do when a dataset lacks the raw sound (`audio`)."""
-    if key not in features_lib.AUDIO_KEYS:
-        return ""
-    return (" The raw sound comes from a dfew/*_audio build; features extracted from one carry it unless "
-            "extracted with --config.output.keep_sound=False.")
-
-
-def check_feature_setup(config, builder) -> None:
-    """Refuses cached features whose keys, shapes or generators do not match config.modalities."""
-    setup = dict(builder.info.metadata.get("setup", {}) or {})
-    made = dict(setup.get("generators", {}))
-    available = sorted(k for k in builder.info.features.keys() if k not in features_lib.META_KEYS)
-    for modality, spec in config.modalities.items():
-        if spec.get("inputs"):  # read in parts (OmniVec tokenizer): the parts must exist
-            lacking = sorted(set(dict(spec.inputs).values()) - set(available))
-            if lacking:
-                raise FeatureSetupError(
-                    f"modality {modality!r} reads features {lacking}, but {config.dataset.name} holds "
-                    f"{available}. Fix config.modalities.{modality}.inputs, or extract them.")
-            continue
-        key = spec.input
-        if key not in available:
-            raise FeatureSetupError(
-                f"modality {modality!r} reads feature {key!r}, but {config.dataset.name} holds {available}. "
-                f"Set config.modalities.{modality}.input to one of them, or extract {key!r}." + _sound_hint(key))
-        expected = spec.get("generator", "")
-        actual = made.get(key, {}).get("generator")
-        if expected and actual != expected:
-            raise FeatureSetupError(
-                f"{config.dataset.name}: feature {key!r} was made by generator {actual!r}, but "
-                f"config.modalities.{modality}.generator is {expected!r}. Re-extract with "
-                f"configs/extract.py:{expected}, or fix the config.")
-        want_ckpt = spec.get("checkpoint", "")
-        got = str(made.get(key, {}).get("weights", ""))
-        if want_ckpt and got != f"checkpoint:{os.path.abspath(os.path.expanduser(want_ckpt))}":
-            raise FeatureSetupError(
-                f"{config.dataset.name}: feature {key!r} was made with weights {got!r}, but the config "
-                f"expects the fine-tuned generator of {want_ckpt!r}. Re-extract with "
-                f"--config.generators.{key}.checkpoint={want_ckpt}.")
-        shape = builder.info.features[key].shape
-        dim = made.get(key, {}).get("feature_dim")
-        if dim is not None and shape[-1] != dim:
-            raise FeatureSetupError(f"{config.dataset.name}: feature {key!r} has shape {shape}, its setup says "
-                                    f"{dim} features per frame; the dataset is damaged, re-extract it.")
-
-
-AUDIO_FEATURE_PREFIX = "audio_"  # cached features of an audio generator; the record's `audio_mask` masks them
-
-
 class Preprocessor:
-    """Record -> example dict. Frames: random crop + horizontal flip in training, centre crop in eval.
+    """Record -> example dict, each modality read by its spec (fer_jax.modalities): frames get a random crop
+    and horizontal flip in training (centre crop in evaluation), pose is normalised, sound fitted, ...
 
-    The same crop applies to all frames of a clip. The flip (config.data.flip, half of the clips)
-    mirrors everything of a clip that can be mirrored: all its frames and its OpenPose keypoints
-    (x negated, left and right points swapped), so the two stay consistent; cached features
-    cannot be mirrored and are left as they are. Output frames: uint8[T, S, S, 3].
+    The flip (config.data.flip, half of the clips) mirrors everything of a clip that can be mirrored:
+    all its frames and its OpenPose keypoints (x negated, left and right points swapped), so the two
+    stay consistent; cached features cannot be mirrored and are left as they are. A dataset storing
+    more frames per clip than the model reads (config.data.num_frames, 0 = as stored) gives T
+    uniformly spaced ones, the same for every modality of the clip.
     """
 
     def __init__(self, config, *, train: bool):
         # modality -> dataset key, or {part: dataset key} for a tokenizer that reads several
         # (an OmniVec tokenizer: its parts come out as '<modality>/<part>' keys).
+        self.config = config
         self.modalities = {name: (dict(spec.inputs) if spec.get("inputs") else spec.input)
                            for name, spec in config.modalities.items()}
-        self.crop = int(config.data.get("crop_size", 0) or 0)
+        self.specs = {name: spec for name, spec in config.modalities.items()}
         self.flip = bool(config.data.get("flip", True)) and train
         self.train = train
+        self.num_frames = int(config.data.get("num_frames", 0) or 0)
         self.votes = train and float(config.get("loss", {}).get("soft_targets", 0.0) or 0.0) > 0
-        self.min_confidence = float(config.data.get("keypoint_min_confidence", 0.05))
-        self.audio_samples = int(round(float(config.data.get("audio_seconds", 8.0)) * audio_lib.SAMPLE_RATE))
+        self.group_by = str(config.dataset.get("group_by", "") or "")
 
-    def _read(self, record, name: str, key: str, rng, mirror: bool, out: dict) -> None:
+    def _read(self, record, name: str, key: str, ctx: modalities.ReadContext, out: dict, spec=None) -> None:
         """Puts modality `name` (dataset feature `key`) of `record` into `out`, with its frame mask if any."""
-        if key not in record:
+        kind = modalities.spec_for(spec) if spec is not None and not isinstance(spec, dict) else modalities.for_key(key)
+        needed = kind.keys(key)
+        if needed and not any(k in record for k in needed):
             raise ConfigError(
                 f"modality {name!r} reads dataset feature {key!r}, which this dataset lacks "
                 f"(it has {sorted(record)}). Fix config.modalities.{name.split('/')[0]}.input or the dataset."
-                + _sound_hint(key))
-        value = record[key]
-        if key == "frames":
-            out[name] = self._frames(value, rng, mirror)
-        elif key == "keypoints":  # OpenPose points -> normalised per-frame vectors + frame mask
-            points = np.asarray(value, np.float32)
-            if mirror:
-                points = keypoints.flip_keypoints(points)
-            out[name] = keypoints.keypoint_features(points, min_confidence=self.min_confidence)
-            out[f"mask/{name}"] = (points[..., 2] >= self.min_confidence).any(axis=-1)
-        elif key == "audio":  # the clip's sound: a fixed-size waveform, its length, and the per-slice mask
-            if "/" in name:
-                raise ConfigError(f"{name!r} reads the raw sound inside another modality; only a top-level "
-                                  "modality can (give the part cached audio features, e.g. audio_logmel).")
-            waveform, length = audio_lib.fit(value, record.get("audio_length"), self.audio_samples)
-            out[f"{name}/waveform"], out[f"{name}/length"] = waveform, np.int32(length)
-            out[f"mask/{name}"] = audio_lib.slice_mask(length)
-        else:
-            out[name] = np.asarray(value, np.float32)
-            if key.startswith(AUDIO_FEATURE_PREFIX) and "audio_mask" in record:  # cached audio features
-                out[f"mask/{name}"] = np.asarray(record["audio_mask"]) > 0.5
-
-    def _frames(self, frames, rng: np.random.Generator | None, mirror: bool):
-        x = np.stack(frames) if isinstance(frames, list) else np.asarray(frames)
-        h, w = x.shape[1:3]
-        s = self.crop or h
-        if s > min(h, w):
-            raise ConfigError(f"config.data.crop_size={s} is larger than the stored frames ({h}x{w}).")
-        if self.train and rng is not None:
-            top, left = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
-        else:
-            top, left = (h - s) // 2, (w - s) // 2
-        x = x[:, top : top + s, left : left + s]
-        if mirror:
-            x = x[:, :, ::-1]
-        return np.ascontiguousarray(x)
+                + feature_checks.sound_hint(key))
+        kind.read(record, name, key, ctx, out)
 
     def __call__(self, record, rng: np.random.Generator | None = None) -> dict:
         out = {}
         mirror = bool(self.flip and rng is not None and rng.random() < 0.5)  # one decision per clip
+        ctx = modalities.ReadContext(train=self.train, rng=rng, mirror=mirror, num_frames=self.num_frames,
+                                     config=self.config)
         for name, key in self.modalities.items():
             if isinstance(key, dict):
                 for part, part_key in key.items():
-                    self._read(record, f"{name}/{part}", part_key, rng, mirror, out)
+                    self._read(record, f"{name}/{part}", part_key, ctx, out)
             else:
-                self._read(record, name, key, rng, mirror, out)
+                self._read(record, name, key, ctx, out, self.specs[name])
         out["label"] = np.int32(record["label"])
         out["mask"] = np.bool_(True)
+        if self.group_by and self.group_by in record:  # e.g. FERV39k's scene, for per-group evaluation
+            out["group"] = np.int32(record[self.group_by])
         if self.votes:  # training with soft targets: the clip's vote counts, float32[C] in class order
             if "votes" not in record:
                 raise ConfigError(
@@ -267,6 +222,9 @@ def example_shapes(config, split: str | None = None, *, source=None) -> dict:
     A modality that reads several dataset features gets {part: shape}.
     """
     source = source if source is not None else open_source(config, split or fold_split(config, "test"))
+    if not len(source):
+        raise DatasetNotFoundError(f"split {split!r} of {config.dataset.name} holds no clip to read the input "
+                                   "shapes from.")
     return shapes_of(config, Preprocessor(config, train=False)(source[0]))
 
 
@@ -288,19 +246,28 @@ class RunData:
 
     @property
     def splits(self) -> list[str]:
-        """The stored splits ('fold1'..'fold5', and 'unlabelled' when built with it)."""
+        """The stored splits ('fold1'..'fold5' or 'train', 'test'; and 'unlabelled' when built with it)."""
         return sorted(self.builder.info.splits.keys())
+
+    @property
+    def description(self) -> description_lib.DatasetDescription:
+        """The dataset's description: class names, split scheme, frames per clip (tfds_dfew.description)."""
+        return datasets.description_of(self.builder)
+
+    def split_of(self, part: str) -> str:
+        """The split string of `part` ('train' | 'test') for config.dataset.fold."""
+        return fold_split(self.config, part, self.description)
 
     def class_counts(self, split: str) -> np.ndarray:
         """int64[C]: labelled clips of each class in `split` (read without decoding frames)."""
         labels = read_fields(self.source(split), ("label",))["label"]
-        return np.bincount(labels[labels >= 0], minlength=int(self.config.num_classes))
+        return np.bincount(labels[labels >= 0], minlength=self.description.num_classes)
 
 
 def open_run_data(config, *, shapes_split: str | None = None) -> RunData:
     """Opens config.dataset once; input shapes are read from one clip of `shapes_split` (default the test fold)."""
     data = RunData(config=config, builder=open_builder(config), input_shapes={})
-    split = shapes_split or fold_split(config, "test")
+    split = shapes_split or data.split_of("test")
     data.input_shapes = example_shapes(config, source=data.source(split))
     return data
 
@@ -391,9 +358,9 @@ def check_votes(config, source) -> None:
     else:
         lacking = f"has no 'votes' feature (it has {keys})"
     name, data_dir = config.dataset.name, config.dataset.data_dir
-    how = ("rebuild `dfew` from a DFEW release that has Annotation/annotation.xlsx "
-           f"(python -m tfds_dfew.build --manual_dir <DFEW release> --data_dir {data_dir})")
-    if name.split("/", 1)[0] == "dfew_features":
+    how = ("rebuild the dataset from a release with annotator votes (DFEW: Annotation/annotation.xlsx; "
+           f"{hints.build_command(name, data_dir)})")
+    if features_lib.parse_name(name):
         how += ", then extract the features again from it (python -m fer_jax.extract)"
     raise ConfigError(
         f"config.loss.soft_targets={config.loss.soft_targets} needs per-clip vote counts, but dataset {name!r} "
@@ -426,7 +393,7 @@ def train_dataset(config, *, split: str | None = None, process_index: int = 0, p
         labels = read_fields(source, ("label",))["label"]
         indices = ClassBalancedSampler(labels if subset is None else labels[subset], seed=int(config.seed),
                                        power=float(config.data.get("balance_power", 1.0)),
-                                       num_classes=int(config.num_classes))
+                                       num_classes=num_classes(config))
         positions = indices if subset is None else grain.MapDataset.source(indices).map(lambda i: int(subset[i]))
         records = grain.MapDataset.source(positions).map(source.__getitem__)
     elif subset is not None:

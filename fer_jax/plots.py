@@ -11,10 +11,14 @@ import re
 
 import numpy as np
 
-from tfds_dfew import release
+# One colour per class, in the dataset's class order (DFEW's seven first; more classes continue the cycle).
+EMOTION_COLOURS = ("#f2b701", "#3969ac", "#a5aa99", "#e73f74", "#f97b22", "#4b9b3c", "#7f3c8d",
+                   "#11a579", "#80ba5a", "#cf1c90", "#008695", "#e68310", "#b95f53", "#6c7a89")
 
-# One colour per emotion, in release.CLASS_NAMES order.
-EMOTION_COLOURS = ("#f2b701", "#3969ac", "#a5aa99", "#e73f74", "#f97b22", "#4b9b3c", "#7f3c8d")
+
+def class_colours(num_classes: int) -> list[str]:
+    """A colour per class: EMOTION_COLOURS repeated for a dataset with more classes than colours."""
+    return [EMOTION_COLOURS[i % len(EMOTION_COLOURS)] for i in range(num_classes)]
 
 
 def _pyplot():
@@ -27,10 +31,15 @@ def _pyplot():
 
 
 def _save(fig, path: str, title: str = "") -> str:
-    """Writes `fig` (with an optional overall title) to `path`, closes it, returns the path."""
+    """Writes `fig` (with an optional overall title, laid out tight) to `path`, closes it, returns the path."""
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
+    return write(fig, path)
+
+
+def write(fig, path: str) -> str:
+    """Every figure is written (and closed) here, so a test can see what a figure says before it is saved."""
     fig.savefig(path)
     _pyplot().close(fig)
     return path
@@ -58,13 +67,14 @@ def confusion_matrix_png(confusion, class_names, path: str, *, title: str = "") 
         ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="recall (row-normalised)")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return write(fig, path)
 
 
-def training_curves_png(records: list[dict], path: str, *, title: str = "") -> str:
-    """Loss, learning rate and (when evaluated) test UAR/WAR over steps, from a run's metrics.jsonl records."""
+def training_curves_png(records: list[dict], path: str, *, title: str = "", chance: float | None = None) -> str:
+    """Loss, learning rate and (when evaluated) test UAR/WAR over steps, from a run's metrics.jsonl records.
+
+    chance: the chance level of UAR in % (100 / number of classes), drawn when given.
+    """
     plt = _pyplot()
     train = [r for r in records if r.get("split") in ("train", "pretrain") and "loss" in r]
     test = [r for r in records if r.get("split") == "test" and "uar" in r]
@@ -81,7 +91,8 @@ def training_curves_png(records: list[dict], path: str, *, title: str = "") -> s
         axes[2].plot(s, [100 * r["uar"] for r in test], "o-", color="#3b6ea8", label="UAR")
         axes[2].plot(s, [100 * r["war"] for r in test], "s-", color="#e39b3b", label="WAR")
         axes[2].set_ylim(0, 100)
-        axes[2].axhline(100 / len(release.CLASS_NAMES), color="0.6", ls="--", lw=0.8, label="chance UAR")
+        if chance is not None:
+            axes[2].axhline(chance, color="0.6", ls="--", lw=0.8, label="chance UAR")
         axes[2].set_title("test split (last step is the reported one)", fontsize=9)
         axes[2].legend(fontsize=8)
     for ax in axes:
@@ -90,7 +101,7 @@ def training_curves_png(records: list[dict], path: str, *, title: str = "") -> s
     return _save(fig, path, title)
 
 
-def setups_curves_png(runs: dict[str, list[dict]], path: str, *, title: str = "") -> str:
+def setups_curves_png(runs: dict[str, list[dict]], path: str, *, title: str = "", chance: float | None = None) -> str:
     """Training loss and test UAR over steps of several runs (e.g. each setup of an ablation), one line each."""
     plt = _pyplot()
     fig, (loss_ax, uar_ax) = plt.subplots(1, 2, figsize=(10, 3.4), dpi=110)
@@ -103,7 +114,8 @@ def setups_curves_png(runs: dict[str, list[dict]], path: str, *, title: str = ""
     loss_ax.set_title("training loss", fontsize=9)
     uar_ax.set_title("test UAR (%; the last step is the reported one)", fontsize=9)
     uar_ax.set_ylim(0, 100)
-    uar_ax.axhline(100 / len(release.CLASS_NAMES), color="0.6", ls="--", lw=0.8, label="chance")
+    if chance is not None:
+        uar_ax.axhline(chance, color="0.6", ls="--", lw=0.8, label="chance")
     for ax in (loss_ax, uar_ax):
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -114,12 +126,13 @@ def setups_curves_png(runs: dict[str, list[dict]], path: str, *, title: str = ""
 def ablation_png(rows: dict[str, dict], path: str, *, chance: float = 100 / 7) -> str:
     """Bars of mean UAR/WAR per setup (in the given order), std error bars when there are several folds.
 
-    The axis starts at 0 and the chance level of UAR (100/7 %) is drawn, so bar heights compare honestly.
+    The axis starts at 0 and the chance level of UAR (100 / number of classes, %) is drawn, so bar heights
+    compare honestly. The legend sits right of the plot, where no bar can hide under it.
     """
     plt = _pyplot()
     names = list(rows)
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(names) + 2), 4), dpi=120)
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(names) + 2) + 1.6, 4), dpi=120)
     for offset, metric, colour in ((-0.2, "uar", "#3b6ea8"), (0.2, "war", "#e39b3b")):
         means = [100 * rows[n][f"{metric}_mean"] for n in names]
         several = [len(rows[n].get("folds", {})) > 1 for n in names]
@@ -130,13 +143,11 @@ def ablation_png(rows: dict[str, dict], path: str, *, chance: float = 100 / 7) -
     ax.set_xticks(x, names, rotation=30, ha="right")
     ax.set_ylabel("%")
     ax.set_ylim(0, 100)
-    ax.legend(fontsize=8)
-    folds = sorted({f for r in rows.values() for f in r.get("folds", {})})
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    folds = list(dict.fromkeys(f for r in rows.values() for f in r.get("folds", {})))
     ax.set_title(f"modalities x fusion ({', '.join(folds)}; last checkpoint)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return write(fig, path)
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -156,8 +167,10 @@ def timeline_png(result: dict, path: str) -> str:
     windows = result["windows"]
     centre = np.array([(w["start_s"] + w["end_s"]) / 2.0 for w in windows])
     face = np.array([not w["no_face"] for w in windows], bool)
-    probs = np.array([[w["probabilities"][c] for c in release.CLASS_NAMES] if w["probabilities"] else [0.0] * 7
-                      for w in windows], np.float64).reshape(-1, len(release.CLASS_NAMES))
+    names = list(result["class_names"])
+    colours = class_colours(len(names))
+    probs = np.array([[w["probabilities"][c] for c in names] if w["probabilities"] else [0.0] * len(names)
+                      for w in windows], np.float64).reshape(-1, len(names))
 
     fig, (band, ax) = plt.subplots(2, 1, figsize=(11, 4.2), dpi=110, sharex=True,
                                    gridspec_kw={"height_ratios": [1, 5], "hspace": 0.06})
@@ -169,7 +182,7 @@ def timeline_png(result: dict, path: str) -> str:
     for a, b in _runs(face):
         x = np.concatenate([[lo[a]], centre[a:b], [hi[b - 1]]])
         y = np.concatenate([probs[a:a + 1], probs[a:b], probs[b - 1:b]]).T
-        ax.stackplot(x, y, colors=EMOTION_COLOURS, alpha=0.9, linewidth=0)
+        ax.stackplot(x, y, colors=colours, alpha=0.9, linewidth=0)
     # No-face frames, shaded on both axes.
     no_face = np.array([f["status"] == "none" for f in result["frames"]], bool)
     for a, b in _runs(no_face):
@@ -186,7 +199,7 @@ def timeline_png(result: dict, path: str) -> str:
             v += 1
         if dominant[w] is not None:
             start, end = lo[w], hi[v]
-            band.axvspan(start, end, facecolor=EMOTION_COLOURS[release.CLASS_NAMES.index(dominant[w])], edgecolor="white",
+            band.axvspan(start, end, facecolor=colours[names.index(dominant[w])], edgecolor="white",
                          linewidth=0.6)
             if end - start > 0.045 * duration:
                 band.text((start + end) / 2, 0.5, dominant[w], ha="center", va="center", fontsize=8.5,
@@ -204,7 +217,7 @@ def timeline_png(result: dict, path: str) -> str:
     ax.set_ylim(0, 1)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("probability")
-    handles = [Patch(facecolor=c, label=name) for c, name in reversed(list(zip(EMOTION_COLOURS, release.CLASS_NAMES)))]  # as stacked
+    handles = [Patch(facecolor=c, label=name) for c, name in reversed(list(zip(colours, names)))]  # as stacked
     handles.append(Patch(facecolor="0.82", edgecolor="0.55", hatch="//", label="no face"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
     if result.get("error"):  # its first clause, without the path already in the title
@@ -212,8 +225,6 @@ def timeline_png(result: dict, path: str) -> str:
         ax.text(0.5, 0.9, reason, transform=ax.transAxes, ha="center", va="top", fontsize=9, color="darkred",
                 bbox={"facecolor": "white", "edgecolor": "darkred", "boxstyle": "round,pad=0.3"})
     fig.subplots_adjust(left=0.07, right=0.87, top=0.9, bottom=0.13)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return write(fig, path)
 
 

@@ -26,9 +26,9 @@ import optax
 from flax import nnx
 
 from fer_jax import checkpoint as ckpt_lib, cli
-from fer_jax import input_pipeline, loop, parallel, plots, runs, train_state
+from fer_jax import hints, input_pipeline, loop, parallel, plots, runs, train_state
 from fer_jax import workdir as workdir_lib
-from fer_jax.errors import ConfigError
+from fer_jax.errors import ConfigError, RunStopped
 from fer_jax.models import omnivec as omnivec_lib
 
 log = logging.getLogger(__name__)
@@ -121,17 +121,22 @@ def pretrain(config, workdir: str) -> dict:
         raise ConfigError(f"config.data.sampler={config.data.sampler!r}: pretraining reads every clip once per "
                           "epoch ('shuffle'); a label-based sampler would leave out the unlabelled clips.")
     is_main = jax.process_index() == 0
-    if is_main:
-        workdir_lib.claim(workdir, config)
     mesh = parallel.make_mesh()
     builder = input_pipeline.open_builder(config)
     split = pretrain_split(config, sorted(builder.info.splits.keys()))
     data = input_pipeline.RunData(config=config, builder=builder, input_shapes={})
+    with config.unlocked():  # T: the frames the dataset stores per clip, unless the config says
+        if not int(config.data.get("num_frames", 0) or 0):
+            config.data.num_frames = int(data.description.num_frames)
+    if is_main:
+        workdir_lib.check_claim(workdir, config)
     source = data.source(split)
     data.input_shapes = input_pipeline.example_shapes(config, source=source)
-    if is_main:
-        runs.write_input_shapes(workdir, data.input_shapes)
     graphdef, tx, state = train_state.init(config, runs.model_builder(config, data.input_shapes))
+    if is_main:  # the workdir is claimed only now that the run can start
+        workdir_lib.claim(workdir, config)
+        runs.write_input_shapes(workdir, data.input_shapes)
+        runs.write_record(workdir, config, data)
     train_state.check_batchnorm_batch(config, state, mesh)
     state = jax.device_put(state, parallel.replicated(mesh))
     train_step, loss_step = make_steps(config, graphdef, tx, mesh)
@@ -149,7 +154,8 @@ def pretrain(config, workdir: str) -> dict:
     checkpoints = ckpt_lib.RunCheckpoints(workdir, max_to_keep=config.get("keep_checkpoints", 2))
     done = loop.run(config, workdir, state=state, mesh=mesh, train_step=train_step, stream=stream,
                     metrics_log=metrics_log, checkpoints=checkpoints, split="pretrain")
-    result = {"steps": done.step, "clips": num_clips, "stopped": done.stopped}
+    result = {"steps": done.step, "step": done.step, "clips": num_clips, "stopped": done.stopped,
+              "signal": done.signal_name}
     if not done.stopped:
         result["reconstruction_loss"] = reconstruction_loss(config, loss_step, done.state, split, mesh, source=source)
         metrics_log.write(done.step, "pretrain_eval", {"reconstruction_loss": result["reconstruction_loss"],
@@ -167,10 +173,13 @@ def pretrain(config, workdir: str) -> dict:
 def main(argv):
     config, workdir = cli.config_and_workdir(argv)
     result = pretrain(config, workdir)
+    if result.get("stopped"):
+        raise RunStopped(loop.stopped_message(result, workdir, "pretraining"))
     if jax.process_index() == 0 and "reconstruction_loss" in result:
         print(f"OmniVec pretrained for {result['steps']} steps on {result['clips']} clips; reconstruction loss "
-              f"{result['reconstruction_loss']:.4f} (1.0 = predicting zeros). Extract it with: python -m "
-              f"fer_jax.extract --config configs/extract.py:omnivec,run={workdir}")
+              f"{result['reconstruction_loss']:.4f} (1.0 = predicting zeros). Extract it with: "
+              + hints.command("python", "-m", "fer_jax.extract", "--config",
+                              f"configs/extract.py:omnivec,run={workdir}"))
 
 
 if __name__ == "__main__":

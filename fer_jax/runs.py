@@ -13,6 +13,8 @@ import dataclasses
 import json
 import logging
 import os
+import time
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +26,8 @@ from fer_jax import checkpoint as ckpt_lib
 from fer_jax import input_pipeline, train_state, workdir as workdir_lib
 from fer_jax.errors import ConfigError, MissingError
 from fer_jax.models import generators, registry
+from fer_jax.run_record import RECORD_FILE, RunRecord, read_record  # noqa: F401  (part of this module's API)
+from tfds_dfew import datasets, description as description_lib, features as features_lib, plugins
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,57 @@ def read_input_shapes(workdir: str) -> dict | None:
     return None
 
 
+# -- The run's record ------------------------------------------------------------------------------
+
+
+def write_record(workdir: str, config, data) -> RunRecord:
+    """Writes <workdir>/run.json for a run starting on `data` (keeps the id of a run that resumes)."""
+    old = read_record(workdir)
+    metadata = dict(data.builder.info.metadata or {})
+    source = metadata.get("source_build") or features_lib.source_build(data.builder)
+    record = RunRecord(id=old.id if old else uuid.uuid4().hex, dataset=data.description.to_json(),
+                       dataset_name=str(config.dataset.name), setup=dict(metadata.get("setup", {}) or {}),
+                       source_build=dict(source), plugins=plugins.loaded(),
+                       created=old.created if old else time.time())
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, RECORD_FILE)
+    with open(path + ".tmp", "w") as f:
+        json.dump(dataclasses.asdict(record), f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
+    return record
+
+
+def run_identity(workdir: str) -> dict:
+    """What names a run wherever its folder moves: {'run_id': its record's id, 'step': its newest checkpoint}."""
+    workdir = os.path.expanduser(str(workdir))
+    record = read_record(workdir)
+    out = {"run_id": record.id} if record else {}
+    try:
+        out["step"] = checkpoint_step(workdir)
+    except MissingError:
+        pass
+    return out
+
+
+def load_plugins(workdir: str) -> list[str]:
+    """Imports the plug-in modules the run in `workdir` was trained with (its record names them)."""
+    record = read_record(workdir)
+    return plugins.load(record.plugins if record else ())
+
+
+def run_description(workdir: str, config=None) -> description_lib.DatasetDescription:
+    """The description of the dataset a run trained on: from its record, else (an older run) from its
+    dataset's build or the registered description of that dataset."""
+    record = read_record(workdir)
+    if record is not None:
+        return record.description
+    config = config or workdir_lib.load_config(workdir)
+    try:
+        return input_pipeline.dataset_description(config)
+    except Exception:  # noqa: BLE001  (an older run whose data is gone: the registered description)
+        return datasets.description(str(config.dataset.name))
+
+
 # -- Building a run's model -----------------------------------------------------------------------
 
 
@@ -80,8 +135,11 @@ def omnivec_encoder(run_dir: str, *, load: bool = True, inputs: Mapping | None =
     if not is_pretraining(config):
         raise ConfigError(f"{run_dir} is not an OmniVec pretraining run (its config has no `pretrain` block); "
                           "pass the --workdir of `python -m fer_jax.pretrain`.")
+    def canonical(mapping):  # DFEW builds before 1.2.0 named the pose feature `keypoints`
+        return {m: "pose" if key == "keypoints" else key for m, key in dict(mapping).items()}
+
     run_inputs = {m: spec.input for m, spec in config.modalities.items()}
-    if inputs and dict(inputs) != run_inputs:
+    if inputs and canonical(inputs) != canonical(run_inputs):
         raise ConfigError(f"the OmniVec of {run_dir} reads {run_inputs}, but it is given {dict(inputs)}; "
                           "feed it the same dataset features it was pretrained on.")
     config.model.dropout = 0.0
@@ -95,25 +153,40 @@ def omnivec_encoder(run_dir: str, *, load: bool = True, inputs: Mapping | None =
     return run.model().encoder, f"OmniVec from {run_dir} step {run.step}"
 
 
-def model_builder(config, input_shapes: Mapping, *, pretrained: bool = True):
+def pretraining_run_dir(path: str, *, workdir: str | None = None, name: str = "") -> str:
+    """A pretraining run a model reads (an `omnivec` tokenizer's checkpoint): at its path, or, moved or deleted since,
+    the copy of its config and input shapes in the bundle of the run in `workdir` (fer_jax.bundle)."""
+    path = os.path.expanduser(str(path))
+    if os.path.exists(os.path.join(path, workdir_lib.CONFIG_FILE)) or workdir is None:
+        return path
+    copy = os.path.join(os.path.expanduser(workdir), "bundle", "omnivec", name)
+    return copy if os.path.exists(os.path.join(copy, workdir_lib.CONFIG_FILE)) else path
+
+
+def model_builder(config, input_shapes: Mapping, *, pretrained: bool = True, workdir: str | None = None):
     """() -> the config's model: the OmniVec pretrainer of a pretraining config, else the fusion model.
 
     pretrained=True loads what the config says is pretrained (generators' weights, the OmniVec of
     an `omnivec` tokenizer's pretraining run); False builds the same structure without reading any
-    weights (for a restore, which overwrites them all).
+    weights (for a restore, which overwrites them all). workdir: the run being restored (its bundle
+    stands in for a pretraining run that is no longer at its path).
     """
     seed = int(config.seed)
     if is_pretraining(config):
         return lambda: registry.build_omnivec(config, input_shapes, seed=seed, pretrained=pretrained)
 
+    num_classes = input_pipeline.num_classes(config)
+
     def build():
         encoders = {}
         for m, spec in config.modalities.items():
             if spec.tokenizer == "omnivec" and spec.get("checkpoint"):
-                encoders[m], report = omnivec_encoder(spec.checkpoint, load=pretrained and spec.get("pretrained", True),
+                run_dir = pretraining_run_dir(spec.checkpoint, workdir=workdir, name=m)
+                encoders[m], report = omnivec_encoder(run_dir, load=pretrained and spec.get("pretrained", True),
                                                       inputs=dict(spec.get("inputs", {}) or {}))
                 log.info("%s: %s", m, report)
-        return registry.build_model(config, input_shapes, seed=seed, pretrained=pretrained, encoders=encoders)
+        return registry.build_model(config, input_shapes, seed=seed, pretrained=pretrained, encoders=encoders,
+                                    num_classes=num_classes)
 
     return build
 
@@ -177,7 +250,9 @@ def restore(workdir: str, *, kind: str = "classifier", config=None, step: int | 
     if shapes is None:
         raise MissingError(f"{os.path.join(workdir, SHAPES_FILE)} not found: the run in {workdir} never started.")
     step = checkpoint_step(workdir, step)
-    graphdef, _, abstract = train_state.abstract(config, model_builder(config, shapes, pretrained=False))
+    load_plugins(workdir)
+    graphdef, _, abstract = train_state.abstract(config, model_builder(config, shapes, pretrained=False,
+                                                                       workdir=workdir))
     if sharding is None:
         sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(jax.devices(), ("data",)), jax.sharding.PartitionSpec())
     checkpoints = ckpt_lib.RunCheckpoints(workdir, read_only=True)
@@ -241,6 +316,7 @@ def generator_module(name: str, weights: str, *, modality: str | None = None, **
     options: the generator's build options (e.g. layer=8), for weights that are not a fine-tuned run.
     """
     if weights.startswith("checkpoint:"):
+        options.pop("num_slices", None)  # a fine-tuned generator keeps its run's own slices
         if any(v is not None for v in options.values()):
             raise ConfigError(f"{name}: options {sorted(options)} apply to pretrained weights, not to a fine-tuned "
                               "run's generator, which keeps the run's own setup.")

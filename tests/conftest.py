@@ -38,3 +38,12 @@ def tiny_features(tiny_tfds, tmp_path_factory):
     return data_dir, out, extract.extract(extract_config(data_dir, out))
 
 
+@pytest.fixture(scope="module")
+def quick_compiles():
+    """Tiny models, many shapes: XLA's optimisations cost more time than they save (use it per module)."""
+    import jax
+
+    before = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", before)

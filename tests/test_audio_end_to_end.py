@@ -126,7 +126,7 @@ def test_omnivec_pretrains_with_audio_and_its_features_carry_the_sound(built, tm
     pretrain.pretrain(c, str(tmp_path / "omnivec"))
     # fine-tuned inside the fusion model, on its own three inputs (the sound's per-slice log-mel among them)
     tuned = _config(data_dir, f"face+omnivec,omnivec_run={tmp_path / 'omnivec'}")
-    assert dict(tuned.modalities.omnivec.inputs) == {"face": "face_mini_xception_fer", "pose": "keypoints",
+    assert dict(tuned.modalities.omnivec.inputs) == {"face": "face_mini_xception_fer", "pose": "pose",
                                                      "audio": "audio_logmel"}
     assert train.train_and_evaluate(tuned, str(tmp_path / "tuned"))["step"] == 2
     e = extract_configs.get_config(f"omnivec,run={tmp_path / 'omnivec'},features={FEATURES}")
@@ -178,9 +178,10 @@ def test_extract_a_speech_encoders_middle_layer_and_predict_rebuilds_it(built, t
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     from configs import extract as extract_configs
-    from fer_jax import extract, predictors
+    from fer_jax import extract
+    from fer_jax.video import predictors
     from fer_jax.errors import ConfigError
-    from fer_jax.models import audio, generators, wav2vec2
+    from fer_jax.models import audio, audio_generators, generators, wav2vec2
     from tests.test_audio_models import TINY, TINY_CFG
 
     torch.manual_seed(0)
@@ -191,7 +192,7 @@ def test_extract_a_speech_encoders_middle_layer_and_predict_rebuilds_it(built, t
         return wav2vec2.Wav2Vec2Encoder(TINY_CFG, dtype=dtype, rngs=rngs)
 
     monkeypatch.setitem(generators.GENERATORS, "tiny_wav2vec2",
-                        generators._speech_generator(tiny_wav2vec2, TINY_CFG, ""))
+                        audio_generators.speech_generator(tiny_wav2vec2, TINY_CFG, ""))
     data_dir, builder = built
     config = extract_configs.get_config("tiny_wav2vec2,source=frames64_pose_audio,layer=1")
     assert config.output.name == "tiny_wav2vec2_layer1"
@@ -216,9 +217,9 @@ def test_extract_a_speech_encoders_middle_layer_and_predict_rebuilds_it(built, t
 
     setup = features_lib.open_builder(str(tmp_path / "out"), "tiny_wav2vec2_layer1").info.metadata["setup"]
     assert setup["generators"]["audio_tiny_wav2vec2"]["layer"] == 1
-    module, record = predictors.audio_generator_for(setup, "audio_tiny_wav2vec2", "dfew_features/tiny_wav2vec2_layer1")
-    assert module.layer == 1 and record["layer"] == 1
-    with pytest.raises(ConfigError, match="takes no options"):
+    runner, raw, _ = predictors._runner_for(str(tmp_path), setup, {"audio_tiny_wav2vec2"}, batch=2, num_frames=16)
+    assert runner.audio["audio_tiny_wav2vec2"].layer == 1 and raw == {"audio"}
+    with pytest.raises(ConfigError, match="takes only num_slices, not layer"):
         generators.create("logmel", layer=3)
     assert "audio" not in r and "audio_length" not in r and r["audio_mask"].shape == (16,)
     config = _config(str(tmp_path / "out"), "audio", dataset="tiny_wav2vec2_layer1")  # the conv tokenizer: raw sound

@@ -44,6 +44,7 @@ def test_per_fold_datasets_get_their_fold(monkeypatch, tmp_path):
 
     from fer_jax import input_pipeline, metrics, train
     from tfds_dfew import release
+    from tfds_dfew.description import SplitScheme
 
     config = features_config(str(tmp_path), **{"dataset.name": "dfew_features/mx_omnivec_x{fold}"})
     seen = {}
@@ -54,6 +55,6 @@ def test_per_fold_datasets_get_their_fold(monkeypatch, tmp_path):
         return {**summary, "stopped": False, "step": int(c.num_train_steps)}
 
     monkeypatch.setattr(train, "train_and_evaluate", fake_train)
-    cross_validate.run_folds(config, str(tmp_path), [2, 5])
+    cross_validate.run_folds(config, str(tmp_path), [2, 5], scheme=SplitScheme.k_folds(5))
     assert seen == {2: "dfew_features/mx_omnivec_x2", 5: "dfew_features/mx_omnivec_x5"}
     assert input_pipeline.dataset_name(features_config(str(tmp_path))) == "dfew_features/mini_xception_fer"

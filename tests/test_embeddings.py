@@ -2,6 +2,8 @@
 
 import sys
 
+import os
+
 import numpy as np
 import pytest
 
@@ -67,9 +69,13 @@ def test_missing_folder_clip_and_odd_names_are_clear(tmp_path):
     with pytest.raises(EmbeddingError, match="both clip 00001"):
         NpyEmbeddings(str(tmp_path))
     (tmp_path / "1.npy").unlink()
-    np.save(tmp_path / "clip_a.npy", np.zeros(4))
-    with pytest.raises(EmbeddingError, match="not a clip id"):
-        NpyEmbeddings(str(tmp_path))
+    # ids that are not numbers are file names as they are, folders for ids that are paths (FERV39k's)
+    np.save(tmp_path / "clip_a.npy", np.ones(4))
+    os.makedirs(tmp_path / "Crime" / "Angry")
+    np.save(tmp_path / "Crime" / "Angry" / "0063.npy", np.full(4, 2.0))
+    loader = NpyEmbeddings(str(tmp_path), num_frames=3)
+    assert sorted(loader.files) == ["00001", "Crime/Angry/0063", "clip_a"]
+    assert loader.load("clip_a").tolist() == [[1.0] * 4] * 3 and loader.load("Crime/Angry/0063")[0, 0] == 2.0
 
 
 def test_external_embeddings_become_a_trainable_modality(tiny_features, tmp_path):

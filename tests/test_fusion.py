@@ -29,13 +29,7 @@ VARIANTS = [("concat", {}), ("early", {}), ("bottleneck", {}), ("bottleneck", {"
 IDS = ["concat", "early", "bottleneck", "bottleneck_from_1", "late"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def quick_compiles():
-    """The models here are tiny: skip XLA's slow optimisation passes while compiling them."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+pytestmark = pytest.mark.usefixtures("quick_compiles")  # tests/conftest.py
 
 
 def build(modalities=("a", "b"), fusion="concat", *, seed=0, dtype=None, **options):

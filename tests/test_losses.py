@@ -124,7 +124,7 @@ def test_soft_targets_without_votes_names_dataset_and_fix():
             input_pipeline.check_votes(config, records)
         message = str(e.value)
         assert lacking in message and config.dataset.name in message
-        assert "rebuild `dfew`" in message and "Annotation/annotation.xlsx" in message
+        assert "rebuild the dataset" in message and "Annotation/annotation.xlsx" in message
     some = [dict(record, votes=zero), dict(record, votes=np.eye(C, dtype=np.int32)[2] * 8)]
     input_pipeline.check_votes(config, some)  # one clip with votes is enough; the other trains on its label
 

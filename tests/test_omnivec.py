@@ -234,7 +234,7 @@ def test_extracted_omnivec_features_equal_the_network(pose_features, pretrained,
     np.testing.assert_allclose(record["omnivec"], expected[0], atol=1e-5)
     # face features and keypoints travel along unchanged
     base = input_pipeline.open_source(features_config(pose_features), "unlabelled")
-    np.testing.assert_array_equal(record["keypoints"], base[0]["keypoints"])
+    np.testing.assert_array_equal(record["pose"], base[0]["pose"])
     # and the three modalities train together in every fusion mode
     for mode in ("concat", "early", "bottleneck", "late"):
         config.model.fusion = mode
@@ -322,7 +322,7 @@ def test_predict_runs_pose_and_omnivec_on_a_video_with_its_openpose_output(pose_
     record = tfds.data_source("dfew/frames64_pose", split="fold1", data_dir=pose_features, download=False)[0]
     frames_dir, pose_dir = tmp_path / "clip", tmp_path / "openpose"
     frames_dir.mkdir(), pose_dir.mkdir()
-    for i, (frame, points) in enumerate(zip(record["frames"], record["keypoints"])):
+    for i, (frame, points) in enumerate(zip(record["frames"], record["pose"])):
         Image.fromarray(np.asarray(frame)).save(frames_dir / f"frame_{i:03d}.png")
         person = {"pose_keypoints_2d": points[:25].ravel().tolist(), "face_keypoints_2d": points[25:95].ravel().tolist(),
                   "hand_left_keypoints_2d": points[95:116].ravel().tolist(),
@@ -357,7 +357,7 @@ def test_predict_runs_pose_and_omnivec_on_a_video_with_its_openpose_output(pose_
         probs = [masked["windows"][0]["probabilities"][c] for c in release.CLASS_NAMES]
         if kind == "finetuned":  # the model reads only cached face features and keypoints: exact check
             source_record = dict(input_pipeline.open_source(config, "fold1")[0])
-            source_record["keypoints"] = np.zeros_like(np.asarray(source_record["keypoints"]))  # nobody found
+            source_record["pose"] = np.zeros_like(np.asarray(source_record["pose"]))  # nobody found
             example = input_pipeline.Preprocessor(config, train=False)(source_record)
             batch = {k: np.asarray(v)[None] for k, v in example.items() if k not in ("label", "mask")}
             inputs, masks = input_pipeline.model_inputs(batch, tuple(config.modalities))

@@ -29,8 +29,8 @@ def test_keypoints_are_those_of_the_sampled_frames(tiny_release, pose_tfds):
         clip_id = record["clip_id"].decode()
         n = summary["num_frames"][clip_id]
         expected = openpose.read_clip(os.path.join(root, "OpenPose", clip_id), frame_indices=release.sample_indices(n))
-        assert record["keypoints"].shape == (16, 137, 3)
-        np.testing.assert_array_equal(record["keypoints"], expected.points)
+        assert record["pose"].shape == (16, 137, 3)
+        np.testing.assert_array_equal(record["pose"], expected.points)
 
 
 def test_clip_without_openpose_folder_gets_masked_keypoints(tiny_release, tmp_path):
@@ -53,8 +53,16 @@ def test_malformed_openpose_json_names_file_and_clip(tiny_release, tmp_path):
     with pytest.raises(ReleaseError) as info:
         build.build(str(root), str(tmp_path / "tfds"), config="frames64_pose")
     assert victim in str(info.value) and bad.name in str(info.value)
+    # --skip_bad_clips keeps the clip (its frames are fine) with its pose masked, and says why
     builder = build.build(str(root), str(tmp_path / "tfds"), config="frames64_pose", skip_bad_clips=True)
-    assert builder.info.metadata["skipped_clips"] == [victim]
+    assert builder.info.metadata["skipped_clips"] == []
+    assert list(builder.info.metadata["clips_with_bad_openpose"]) == [victim]
+    assert bad.name in builder.info.metadata["clips_with_bad_openpose"][victim]
+    fold = next(c.fold for c in release.plan_release(str(root)).clips if c.clip_id == victim)
+    source = builder.as_data_source(split=f"fold{fold}")
+    record = next(r for r in source if r["clip_id"].decode() == victim)
+    assert not np.asarray(record["pose"]).any()
+    assert "unreadable OpenPose JSON" in build.summary(builder) and "unreadable frames" not in build.summary(builder)
 
 
 def test_missing_openpose_dir_is_a_clear_error(tiny_release, tmp_path):
@@ -94,7 +102,7 @@ def test_flip_mirrors_frames_and_keypoints_together(pose_tfds):
 
     data_dir, _ = pose_tfds
     config = tiny_config(data_dir, **{"dataset.name": "dfew/frames64_pose", "data.flip": True, "data.crop_size": 0})
-    config.modalities.pose = {"input": "keypoints", "tokenizer": "mlp"}
+    config.modalities.pose = {"input": "pose", "tokenizer": "mlp"}
     record = input_pipeline.open_source(config, "fold1")[0]
     pre = input_pipeline.Preprocessor(config, train=True)
     frames = np.stack(record["frames"])
@@ -103,7 +111,7 @@ def test_flip_mirrors_frames_and_keypoints_together(pose_tfds):
         out = pre(record, np.random.default_rng(seed))
         flipped = bool(np.array_equal(out["face"], frames[:, :, ::-1]))
         assert flipped or np.array_equal(out["face"], frames)
-        points = keypoints.flip_keypoints(record["keypoints"]) if flipped else record["keypoints"]
+        points = keypoints.flip_keypoints(record["pose"]) if flipped else record["pose"]
         np.testing.assert_array_equal(out["pose"], keypoints.keypoint_features(points))
         seen.add(flipped)
     assert seen == {True, False}

@@ -35,9 +35,17 @@ def test_train_and_evaluate_writes_run(tiny_tfds, tmp_path):
 def test_workdir_of_another_config_is_refused(tiny_tfds, tmp_path):
     data_dir, _ = tiny_tfds
     workdir_lib.claim(str(tmp_path), tiny_config(data_dir))
+    os.makedirs(tmp_path / "checkpoints" / "3")  # the run trained
     workdir_lib.claim(str(tmp_path), tiny_config(data_dir, log_every=1))  # harmless key: fine
     with pytest.raises(workdir_lib.WorkdirConflictError, match="model.width"):
         workdir_lib.claim(str(tmp_path), tiny_config(data_dir, **{"model.width": 64}))
+
+
+def test_a_workdir_that_never_trained_takes_another_config(tiny_tfds, tmp_path):
+    data_dir, _ = tiny_tfds
+    workdir_lib.claim(str(tmp_path), tiny_config(data_dir))  # e.g. a command that failed before its first step
+    workdir_lib.claim(str(tmp_path), tiny_config(data_dir, **{"model.width": 64}))
+    assert json.load(open(tmp_path / "config.json"))["model"]["width"] == 64
 
 
 def test_runs_from_before_added_config_keys_still_resume(tiny_tfds, tmp_path):
@@ -45,6 +53,7 @@ def test_runs_from_before_added_config_keys_still_resume(tiny_tfds, tmp_path):
 
     data_dir, _ = tiny_tfds
     workdir_lib.claim(str(tmp_path), tiny_config(data_dir))
+    os.makedirs(tmp_path / "checkpoints" / "3")  # the run trained
     path = tmp_path / workdir_lib.CONFIG_FILE
     old = json.loads(path.read_text())
     del old["data"]["sampler"], old["data"]["balance_power"], old["loss"]["soft_targets"]
@@ -126,8 +135,10 @@ def test_sigterm_saves_and_exits_cleanly(tiny_tfds, tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0 and "SIGTERM received: saved a checkpoint at step" in err
-    step = int(err.split("saved a checkpoint at step ")[1].split(";")[0])
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 75 and len(errors) == 1 and "stopped by SIGTERM at step" in errors[0], err[-2000:]
+    assert "Rerun the same command to resume" in errors[0]
+    step = int(errors[0].split("at step ")[1].split(";")[0])
     assert 4 <= step < 400 and (tmp_path / "checkpoints" / str(step)).exists()
 
 

@@ -47,11 +47,12 @@ def _linear(spec, input_shape, width, dtype, rngs, **_):
 
 
 @register_tokenizer("generator")
-def _generator(spec, input_shape, width, dtype, rngs, *, pretrained=True, **_):
+def _generator(spec, input_shape, width, dtype, rngs, *, pretrained=True, num_frames=16, **_):
     """A pretrained feature generator on raw frames or sound, fine-tuned end to end (spec.generator, spec.weights)."""
     name = spec.get("generator", "mini_xception_fer")
     generator = generators.get(name)
-    module = generator.build(rngs, None if dtype == jnp.float32 else dtype)
+    options = {"num_slices": num_frames} if "num_slices" in generator.options else {}
+    module = generator.build(rngs, None if dtype == jnp.float32 else dtype, **options)
     if pretrained and spec.get("pretrained", True):
         report = generator.load(module, spec.get("weights", "") or "")
         logging.getLogger(__name__).info("generator %s: %s", name, str(report).splitlines()[0])
@@ -61,12 +62,12 @@ def _generator(spec, input_shape, width, dtype, rngs, *, pretrained=True, **_):
 
 
 @register_tokenizer("audio_conv")
-def _audio_conv(spec, input_shape, width, dtype, rngs, **_):
-    """The clip's sound (input 'audio'): JAX log-mel -> 1-D convs -> 16 slice tokens, trained from scratch."""
+def _audio_conv(spec, input_shape, width, dtype, rngs, *, num_frames=16, **_):
+    """The clip's sound (input 'audio'): JAX log-mel -> 1-D convs -> T slice tokens, trained from scratch."""
     channels = tuple(spec.get("channels", (128, 192, 256)))
     strides = tuple(spec.get("strides", (1, 2, 2)))
-    return WaveformTokenizer(AudioConvTokenizer(width, channels=channels, strides=strides, dtype=dtype, rngs=rngs),
-                             rngs=rngs)
+    return WaveformTokenizer(AudioConvTokenizer(width, channels=channels, strides=strides, num_slices=num_frames,
+                                                dtype=dtype, rngs=rngs), rngs=rngs)
 
 
 @register_tokenizer("mlp")
@@ -114,8 +115,25 @@ def build_tokenizers(config, input_shapes: Mapping[str, tuple[int, ...]], width:
         if name not in input_shapes:
             raise ConfigError(f"modality {name!r} has no input shape; the dataset does not provide it.")
         tokenizers[name] = TOKENIZERS[kind](spec, input_shapes[name], width, dtype, rngs, modality=name,
-                                            pretrained=pretrained, encoders=encoders)
+                                            pretrained=pretrained, encoders=encoders,
+                                            num_frames=clip_frames(config))
     return tokenizers
+
+
+def head_classes(config, num_classes: int | None = None) -> int:
+    """The head's classes: `num_classes`, else config.num_classes; ConfigError while neither is set (0: the
+    dataset's, which `fer_jax.train` fills in from the dataset's metadata before it builds a model)."""
+    n = int(num_classes or config.get("num_classes", 0) or 0)
+    if n < 1:
+        raise ConfigError("config.num_classes is 0 (the dataset's count, not resolved yet): pass num_classes= to "
+                          "build_model, or set --config.num_classes to the dataset's number of classes.")
+    return n
+
+
+def clip_frames(config) -> int:
+    """The model's frames per clip T: config.data.num_frames once the run has resolved it, else 16."""
+    data = config.get("data") or {}
+    return int(data.get("num_frames", 0) or 0) or 16
 
 
 def num_frames_of(shape) -> int:
@@ -132,11 +150,12 @@ def num_tokens(tokenizers: Mapping[str, nnx.Module], input_shapes: Mapping) -> i
 
 
 def build_model(config, input_shapes: Mapping[str, tuple[int, ...]], *, seed: int = 0, pretrained: bool = True,
-                encoders: Mapping[str, nnx.Module] | None = None) -> FusionTransformer:
+                encoders: Mapping[str, nnx.Module] | None = None, num_classes: int | None = None) -> FusionTransformer:
     """The fusion model for `config`; `input_shapes` gives each modality's per-clip shape.
 
     pretrained=False leaves generators randomly initialised (a restore fills them); encoders holds
     the OmniVec encoder of each `omnivec`-tokenizer modality (fer_jax.runs.build_model reads them).
+    num_classes: the head's classes (default config.num_classes; the dataset's, which the run resolves).
     """
     m = config.model
     dtype = compute_dtype(m.get("dtype", "float32"))
@@ -151,7 +170,7 @@ def build_model(config, input_shapes: Mapping[str, tuple[int, ...]], *, seed: in
         depth=m.depth,
         num_heads=m.num_heads,
         mlp_dim=m.mlp_dim,
-        num_classes=int(config.num_classes),
+        num_classes=head_classes(config, num_classes),
         dropout=m.dropout,
         attention_dropout=m.get("attention_dropout", 0.0),
         head_dropout=m.get("head_dropout", 0.0),

@@ -12,7 +12,7 @@
 
 Every tokenizer has `__call__(x, *, train) -> float[B, T, D]`; the fusion model adds time and
 modality embeddings. A tokenizer whose token count is not the input's first axis says so in
-`num_tokens` (the audio ones: 16, one per time slice of the clip).
+`num_tokens` (the audio ones: T, one per time slice of the clip).
 """
 
 from __future__ import annotations
@@ -130,11 +130,10 @@ class WaveformTokenizer(nnx.Module):
     the module's output already is the tokens (AudioConvTokenizer).
     """
 
-    num_tokens = 16
-
     def __init__(self, audio: nnx.Module, *, feature_dim: int | None = None, width: int | None = None, dtype=None,
                  rngs: nnx.Rngs):
         self.audio = audio
+        self.num_tokens = int(getattr(audio, "num_slices", 16))  # one token per time slice of the clip
         self.projection = (FeatureProjection(feature_dim, width, dtype=dtype, rngs=rngs)
                            if feature_dim is not None else None)
 
