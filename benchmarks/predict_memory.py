@@ -11,7 +11,7 @@ user would, in its own process:
 
 The command's peak resident memory is the child's ru_maxrss from wait4 (the kernel's high-water
 mark for that process alone, interpreter, JAX, OpenCV and the model included), and its wall time
-gives video-seconds per second. Streaming prediction (fer_jax.windows.WindowStream) keeps memory
+gives video-seconds per second. Streaming prediction (fer_jax.video.windows.WindowStream) keeps memory
 independent of the video's length: the target is peak(longest) / peak(shortest) <= 1.5x. The
 longest video's JSON is checked to cover the whole video (windows to its last frame). Output: a
 Markdown table on stdout with the CPU model, AVX-512 and the load averages, and JSON in

@@ -8,6 +8,8 @@
     python -m fer_jax.extract --config configs/extract.py:npy,path=~/my_embeddings,features=mini_xception_fer
 
 Variant = generator names joined by '+', then optional key=value items:
+  dataset=<name>         which dataset's build to read: dfew (default), mafw, ferv39k or a plug-in's;
+                         the output is <dataset>_features/<setup> (e.g. mafw_features/mini_xception_fer).
   source=<dfew config>   frame generators read `dfew/<source>` (default frames112; e.g.
                          frames112_pose carries the OpenPose keypoints along; with an audio
                          generator the default is frames112_audio). Each frame generator becomes
@@ -33,12 +35,13 @@ import ml_collections
 from configs import variants
 from fer_jax.models import generators as generators_lib
 
-OPTIONS = ("source", "run", "path", "features", "key", "weights", "layer")
+OPTIONS = ("source", "run", "path", "features", "key", "weights", "layer", "dataset")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     parsed = variants.parse(arg, file="extract.py", options=OPTIONS, default_modalities="mini_xception_fer")
     names, options = parsed.modalities, parsed.options
+    dataset = options.get("dataset", "dfew")
     frame_free = [n for n in names if n in ("omnivec", "npy")]
     if frame_free and len(names) > 1:
         raise ValueError(f"configs/extract.py: extract {frame_free[0]} on its own (it adds to an existing features "
@@ -51,7 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if not frame_free:
         specs = {name: generators_lib.get(name) for name in names}
         default_source = "frames112_audio" if any(g.modality == "audio" for g in specs.values()) else "frames112"
-        c.source = ml_collections.ConfigDict({"name": f"dfew/{options.get('source', default_source)}",
+        c.source = ml_collections.ConfigDict({"name": f"{dataset}/{options.get('source', default_source)}",
                                               "data_dir": "data/tfds"})
         layer = options.get("layer")
         takes_layer = [n for n, s in specs.items() if "layer" in s.options]
@@ -72,7 +75,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     kind = frame_free[0]
     features = options.get("features", "mini_xception_fer" if kind == "omnivec" else "")
     key = options.get("key", "omnivec" if kind == "omnivec" else "external")
-    source = f"dfew_features/{features}" if features else f"dfew/{options.get('source', 'frames112')}"
+    source = f"{dataset}_features/{features}" if features else f"{dataset}/{options.get('source', 'frames112')}"
     c.source = ml_collections.ConfigDict({"name": source, "data_dir": "data/tfds"})
     c.output = ml_collections.ConfigDict({"name": f"{features}_{key}" if features else key, "data_dir": "data/tfds",
                                           "keep_sound": True})

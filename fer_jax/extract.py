@@ -1,12 +1,15 @@
-"""Extraction: run feature generators over every clip of `dfew` once, into a cached-features dataset.
+"""Extraction: run feature generators over every clip of a dataset once, into a cached-features dataset.
 
     python -m fer_jax.extract --config configs/extract.py:mini_xception_fer
     python -m fer_jax.extract --config configs/extract.py:resnet18 \\
         --config.generators.face_resnet18.weights=~/weights/resnet18-f37072fd.pth
 
-Writes the TFDS dataset `dfew_features/<config.output.name>` (every split of the source) whose
-records hold one float32[16, F] array per generator entry, keyed by the entry's name, next to the
-source's own arrays (keypoints; or the features of a features source). Generators:
+Writes the TFDS dataset `<dataset>_features/<config.output.name>` (`dfew_features/...` from a DFEW
+build, `mafw_features/...` from MAFW, ...; every split of the source) whose records hold one
+float32[T, F] array per generator entry (T: the source's frames per clip), keyed by the entry's name,
+next to the source's own arrays (pose; or the features of a features source) and per-clip fields.
+A features dataset that exists is reused only when it was made by the same setup from the same
+build of its source; when the source was rebuilt since, it is extracted again. Generators:
   - audio generators (wav2vec2_base, hubert_base, logmel) on the clips' sound, from a
     `dfew/<frames config>_audio` build (or features made from one): key `audio_<name>`
     float32[16, F] (one vector per time slice of the clip) plus `audio_mask` float32[16];
@@ -24,18 +27,14 @@ from __future__ import annotations
 import logging
 import os
 
-import jax
-import numpy as np
 import tensorflow_datasets as tfds
 from absl import app
-from flax import nnx
 
-import tfds_dfew.dfew  # noqa: F401  (registers the `dfew` builder with TFDS)
-from fer_jax import cli, input_pipeline, runs, workdir as workdir_lib, xla_defaults
-from fer_jax.data import audio as audio_lib
+from fer_jax import cli, hints, inference, input_pipeline, runs, workdir as workdir_lib, xla_defaults
 from fer_jax.data import embeddings
 from fer_jax.errors import ConfigError, DatasetNotFoundError
 from fer_jax.models import generators
+from tfds_dfew import datasets
 from tfds_dfew import features as features_lib
 
 log = logging.getLogger(__name__)
@@ -44,8 +43,11 @@ log = logging.getLogger(__name__)
 FRAME_FREE = ("omnivec", "npy")  # generators that do not read frames
 
 
-def build_generators(config, modality: str = "face") -> dict[str, tuple[nnx.Module, dict]]:
-    """{feature key: (module, setup record)} for the generators of config.generators that read `modality`."""
+def build_generators(config, modality: str = "face", num_slices: int | None = None) -> dict[str, tuple[nnx.Module, dict]]:
+    """{feature key: (module, setup record)} for the generators of config.generators that read `modality`.
+
+    num_slices: audio generators pool the sound into this many slices (the source's frames per clip).
+    """
     out = {}
     for key, spec in config.generators.items():
         name = spec.generator
@@ -53,146 +55,74 @@ def build_generators(config, modality: str = "face") -> dict[str, tuple[nnx.Modu
             continue
         weights = runs.weights_record(spec)
         options = {k: spec.get(k) for k in generators.get(name).options if spec.get(k) is not None}
-        module, report = runs.generator_module(name, weights, modality=spec.get("modality") or None, **options)
+        build_options = dict(options)
+        if modality == "audio" and num_slices and "num_slices" in generators.get(name).options:
+            build_options["num_slices"] = int(num_slices)
+        module, report = runs.generator_module(name, weights, modality=spec.get("modality") or None, **build_options)
         log.info("%s: %s", key, str(report).splitlines()[0])
         out[key] = (module, {"generator": name, "weights": weights,
-                             "feature_dim": generators.get(name).feature_dim, **options})
+                             "feature_dim": generators.get(name).feature_dim, **options,
+                             **(runs.run_identity(spec.checkpoint) if spec.get("checkpoint") else {})})
         if modality == "audio":
             out[key][1]["max_seconds"] = float(config.get("max_audio_seconds", 30.0))
     return out
 
 
-def _pad_rows(x: np.ndarray, batch: int) -> np.ndarray:
-    """Pads axis 0 to `batch` rows (repeating the last) so a jitted function keeps one shape."""
-    return x if len(x) >= batch else np.concatenate([x, np.repeat(x[-1:], batch - len(x), axis=0)])
-
-
-def frame_runner(gens, batch: int):
-    """records -> {key: float32[n, T, F]} for frame generators, all in one jitted call."""
-    modules = {k: m for k, (m, _) in gens.items()}
-    graphdef, state = nnx.split(modules)
-
-    @jax.jit
-    def compute(state, frames):
-        mods = nnx.merge(graphdef, state)
-        return {k: generators.clip_features(m, frames) for k, m in mods.items()}  # CPU: 32 frames a step
-
-    def run(records):
-        if "frames" not in records[0]:
-            raise ConfigError(f"generators {sorted(gens)} read face frames, but the source dataset has none "
-                             f"(it has {sorted(records[0])}); extract them from a dfew/<frames config> build.")
-        frames = np.stack([np.stack(r["frames"]) for r in records])
-        step = generators.inference_rows_per_step(frames.shape[1])
-        if len(frames) == batch or not step:
-            out = jax.device_get(compute(state, _pad_rows(frames, batch)))
-        else:  # a split's last, partial batch: `step` clips per call (one more shape) rather than padding to `batch`
-            parts = [jax.device_get(compute(state, _pad_rows(frames[i : i + step], step)))
-                     for i in range(0, len(frames), step)]
-            out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        return {k: v[: len(records)] for k, v in out.items()}
-
-    return run
-
-
-def audio_runner(gens, batch: int):
-    """records -> {key: float32[n, 16, F], 'audio_mask': float32[n, 16]} for audio generators, in one jitted call."""
-    modules = {k: m for k, (m, _) in gens.items()}
-    max_seconds = min(float(spec["max_seconds"]) for _, spec in gens.values())
-    graphdef, state = nnx.split(modules)
-
-    @jax.jit
-    def compute(state, waveform, lengths):
-        mods = nnx.merge(graphdef, state)
-        outs = {k: m(waveform, lengths, train=False) for k, m in mods.items()}
-        mask = next(iter(outs.values()))[1]
-        return {**{k: f for k, (f, _) in outs.items()}, "audio_mask": mask.astype(np.float32)}
-
-    def run(records):
-        if "audio" not in records[0]:
-            raise ConfigError(f"generators {sorted(gens)} read the clips' sound, but the source dataset has none (it "
-                              f"has {sorted(records[0])}); build an _audio config (python -m tfds_dfew.build ... "
-                              "--config frames112_pose_audio) and extract from it (source=frames112_pose_audio).")
-        waveform, lengths = audio_lib.fit_batch([r["audio"] for r in records], [r["audio_length"] for r in records],
-                                        max_seconds)
-        out = jax.device_get(compute(state, _pad_rows(waveform, batch), _pad_rows(lengths, batch)))
-        return {k: v[: len(records)] for k, v in out.items()}
-
-    return run
-
-
-def omnivec_runner(key: str, spec, batch: int):
-    """(records -> {key: float32[n, T, D]}, setup record, feature_dim) for a pretrained OmniVec."""
+def omnivec_part(key: str, spec) -> tuple[inference.OmniVecPart, dict]:
+    """(the pretrained OmniVec of config.generators.<key>, its setup record)."""
     if not spec.get("checkpoint"):
         raise ConfigError(f"config.generators.{key}.checkpoint must be the workdir of a `python -m fer_jax.pretrain` "
-                         "run (configs/extract.py:omnivec,run=<workdir>).")
+                          "run (configs/extract.py:omnivec,run=<workdir>).")
     run_dir = os.path.abspath(os.path.expanduser(spec.checkpoint))
     module, report = runs.omnivec_encoder(run_dir)
     log.info("%s: %s", key, report)
     pre = input_pipeline.Preprocessor(workdir_lib.load_config(run_dir), train=False)
-    graphdef, state = nnx.split(module)
-
-    @jax.jit
-    def compute(state, inputs, masks):
-        return nnx.merge(graphdef, state)(inputs, masks, train=False)
-
-    def run(records):
-        try:
-            examples = [pre(r) for r in records]
-        except Exception as e:
-            raise ConfigError(f"the OmniVec of {run_dir} cannot read this source dataset: {e}") from None
-        batch_ = {k: _pad_rows(np.stack([ex[k] for ex in examples]), batch) for k in examples[0]}
-        masks = {m: batch_[f"mask/{m}"] for m in module.modalities if f"mask/{m}" in batch_}
-        out = jax.device_get(compute(state, {m: batch_[m] for m in module.modalities}, masks))
-        return {key: out[: len(records)]}
-
-    return run, {"generator": "omnivec", "weights": f"checkpoint:{run_dir}", "feature_dim": int(module.width)}
+    record = {"generator": "omnivec", "weights": f"checkpoint:{run_dir}", "feature_dim": int(module.width),
+              **runs.run_identity(run_dir)}
+    return inference.OmniVecPart(module, pre, run_dir), record
 
 
-def extract(config) -> str:
-    """Builds dfew_features/<config.output.name>; returns its directory."""
+def open_source(config):
+    """The source dataset of an extraction (a clip build or a features dataset), checked to exist."""
     source_dir = os.path.expanduser(config.source.data_dir)
     if not os.path.isdir(source_dir):
         raise DatasetNotFoundError(f"config.source.data_dir={config.source.data_dir!r} does not exist; point it at "
-                                   "the folder that holds the built dfew dataset (e.g. "
-                                   "--config.source.data_dir=data/tfds).")
+                                   "the folder that holds the built dataset (e.g. --config.source.data_dir=data/tfds).")
     name = config.source.name
-    if name.startswith(features_lib.NAME + "/"):
-        source = features_lib.open_builder(source_dir, name.split("/", 1)[1])
-        if source is None:
-            raise DatasetNotFoundError(
-                f"source features {name!r} are not in {source_dir}. Extract them first: "
-                f"{input_pipeline.extract_hint(name.split('/', 1)[1], source_dir)}")
-    else:
-        source = tfds.builder(name, data_dir=source_dir)
-        if not source.is_prepared():
-            raise DatasetNotFoundError(
-                f"source dataset {name!r} is not built in {source_dir}. Build it first: "
-                f"python -m tfds_dfew.build --manual_dir <DFEW release> --data_dir {source_dir}")
+    source = datasets.open_built(source_dir, name)
+    if source is not None:
+        return source
+    parsed = features_lib.parse_name(name)
+    if parsed:
+        raise DatasetNotFoundError(f"source features {name!r} are not in {source_dir}. Extract them first: "
+                                   f"{hints.extract_command(parsed[1], source_dir, parsed[0])}")
+    raise DatasetNotFoundError(f"source dataset {name!r} is not built in {source_dir}. Build it first: "
+                               f"{hints.build_command(name, source_dir)}")
+
+
+def extract(config) -> str:
+    """Builds <dataset>_features/<config.output.name>; returns its directory."""
+    source = open_source(config)
+    name = config.source.name
+    description = datasets.description_of(source)
     batch = int(config.batch_size)
-    num_frames = 16
-    runners, specs = [], {}
+    num_frames = int(description.num_frames)
+    specs, omnivec, external = {}, {}, {}
     gens = build_generators(config)
-    if gens:
-        runners.append(frame_runner(gens, batch))
-        specs.update({k: spec for k, (_, spec) in gens.items()})
-    sound = build_generators(config, "audio")
-    if sound:
-        runners.append(audio_runner(sound, batch))
-        specs.update({k: spec for k, (_, spec) in sound.items()})
+    specs.update({k: spec for k, (_, spec) in gens.items()})
+    sound = build_generators(config, "audio", num_slices=num_frames)
+    specs.update({k: spec for k, (_, spec) in sound.items()})
     for key, spec in config.generators.items():
         if spec.generator == "omnivec":
-            run_fn, specs[key] = omnivec_runner(key, spec, batch)
-            runners.append(run_fn)
+            omnivec[key], specs[key] = omnivec_part(key, spec)
         elif spec.generator == "npy":
-            loader = embeddings.NpyEmbeddings(os.path.expanduser(spec.path), num_frames=num_frames)
-            runners.append(lambda records, key=key, loader=loader: {key: loader.batch(records)})
-            specs[key] = {"generator": "npy", "weights": f"npy:{loader.directory}", "feature_dim": loader.dim}
-
-    def run(records):
-        out = {}
-        for fn in runners:
-            out.update(fn(records))
-        return out
+            external[key] = embeddings.NpyEmbeddings(os.path.expanduser(spec.path), num_frames=num_frames)
+            specs[key] = {"generator": "npy", "weights": f"npy:{external[key].directory}",
+                          "feature_dim": external[key].dim}
+    run = inference.FeatureRunner(
+        face={k: m for k, (m, _) in gens.items()}, audio={k: m for k, (m, _) in sound.items()}, omnivec=omnivec,
+        external=external, batch=batch,
+        max_seconds=min([float(spec["max_seconds"]) for _, spec in sound.values()] or [30.0]))
 
     shapes = features_lib.passed_through(source.info.features)  # e.g. keypoints, or a features source's arrays
     shapes.update({k: (num_frames, spec["feature_dim"]) for k, spec in specs.items()})
@@ -204,26 +134,58 @@ def extract(config) -> str:
     frames_source = source_setup.get("frames_source", source_setup.get("source", name)) if source_setup else name
     setup = {"source": name, "frames_source": frames_source, "generators": {**made, **specs}}
     builder_config = features_lib.FeaturesConfig(
-        name=config.output.name, version=features_lib.DfewFeatures.VERSION, feature_shapes=shapes, setup=setup,
+        name=config.output.name, version=features_lib.FeaturesBuilder.VERSION, feature_shapes=shapes, setup=setup,
         audio=features_lib.has_audio(source.info.features) and bool(config.output.get("keep_sound", True)),
         description=f"features {sorted(shapes)} of {name}")
     out_dir = os.path.expanduser(config.output.data_dir)
-    builder = features_lib.DfewFeatures(config=builder_config, data_dir=out_dir, source=source, compute=run,
-                                        batch_size=batch)
-    mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if config.get("overwrite", False)
+    cls = features_lib.builder_class(description.name)
+    output = f"{cls.name}/{config.output.name}"
+    overwrite = bool(config.get("overwrite", False))
+    existing = datasets.open_built(out_dir, output)
+    if existing is not None and not overwrite:
+        overwrite = _stale(existing, setup, source, output)
+    builder = cls(config=builder_config, data_dir=out_dir, source=source, compute=run, batch_size=batch)
+    mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
             else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
     # an existing dataset already records array_record; TFDS refuses to be told again when overwriting it
     builder.download_and_prepare(file_format=None if builder.is_prepared() else "array_record",
                                  download_config=tfds.download.DownloadConfig(download_mode=mode))
-    existing = builder.info.metadata.get("setup")
-    def core(d):  # what makes the numbers: where from and which generators
-        return {k: dict(d).get(k) for k in ("source", "generators")}
-
-    if existing is not None and core(existing) != core(setup):
-        raise ConfigError(
-            f"{builder.data_dir} already holds features of another setup ({existing}); choose another "
-            "config.output.name or set config.overwrite=True.")
     return builder.data_dir
+
+
+def _core(setup, *, identity: bool = True) -> dict:
+    """What makes a features dataset's numbers: where from and which generators (identity=False: without
+    which checkpoint of a run made them, so a run trained further is the same setup, made again)."""
+    core = {k: dict(setup or {}).get(k) for k in ("source", "generators")}
+    if not identity:
+        core["generators"] = {key: {k: v for k, v in dict(g).items() if k not in ("run_id", "step")}
+                              for key, g in dict(core["generators"] or {}).items()}
+    return core
+
+
+def _stale(existing, setup: dict, source, output: str) -> bool:
+    """Whether an existing features dataset must be made again: True when its source was rebuilt since.
+
+    Another setup under the same name is refused (one line: choose another name or overwrite).
+    """
+    made = existing.info.metadata.get("setup")
+    if made is not None and _core(made, identity=False) != _core(setup, identity=False):
+        raise ConfigError(
+            f"{existing.data_dir} already holds features of another setup ({dict(made)}); choose another "
+            "config.output.name or set config.overwrite=True.")
+    recorded = dict(existing.info.metadata.get("source_build", {}) or {})
+    now = features_lib.source_build(source)
+    if made is not None and _core(made) != _core(setup):
+        print(f"extracting {output} again: the run that makes its features has trained since.", flush=True)
+        return True
+    if recorded and recorded == now:
+        print(f"reusing {output} in {existing.data_dir}: made by this setup from the same build of {setup['source']}; "
+              "add --config.overwrite=True to extract again.", flush=True)
+        return False
+    why = ("its source was rebuilt since" if recorded else "it does not record which build of its source it was "
+           "made from")
+    print(f"extracting {output} again: {why} ({setup['source']}).", flush=True)
+    return True
 
 
 def main(argv):
@@ -233,9 +195,10 @@ def main(argv):
     if config is None:
         raise app.UsageError("--config is required, e.g. --config configs/extract.py:mini_xception_fer")
     path = extract(config)
-    print(f"cached features written to {path}")
-    print(f"train on them with: --config.dataset.name=dfew_features/{config.output.name} "
-          f"--config.dataset.data_dir={config.output.data_dir}")
+    name = os.path.basename(os.path.dirname(os.path.dirname(path)))  # <data_dir>/<dataset>_features/<setup>/<version>
+    print(f"cached features in {path}")
+    print("train on them with: " + hints.command(f"--config.dataset.name={name}/{config.output.name}",
+                                                 f"--config.dataset.data_dir={config.output.data_dir}"))
 
 
 if __name__ == "__main__":

@@ -3,19 +3,24 @@
     python -m fer_jax.predict --workdir runs/face_f1 talk.mp4 [more.mp4 frames_folder/ ...]
     python -m fer_jax.predict --model mini_xception_fer talk.mp4          # no training run needed
         [--out DIR] [--stride 8] [--window 16] [--batch 16] [--fps 25] [--aligned] [--data_dir DIR]
-        [--openpose_dir DIR]
+        [--openpose_dir DIR] [--detect_every 10]
 
 Each video (or folder of frame images) is decoded with OpenCV; the main face of every frame is
-found and tracked (`fer_jax.face_track`) and cropped to the frame size the model was trained on.
-A window of `window` frames slides over the video by `stride` frames; 16 frames sampled uniformly
-over each window (`tfds_dfew.release.sample_indices`) form one clip, as in DFEW. A window with
+found and tracked (`fer_jax.video.face_track`) and cropped to the frame size the model was trained on.
+The face detector (OpenCV's Haar cascade, most of the time per frame) runs on every
+--detect_every-th frame, and on the frames where a face is new or lost or the scene cuts; in
+between, the faces are followed by template matching (`fer_jax.video.face_follow`; frame status
+'followed'). --detect_every 1 runs the detector on every frame, as before.
+A window of `window` frames slides over the video by `stride` frames; T frames sampled uniformly
+over each window (T: the run's frames per clip, 16 by default; `tfds_dfew.frames.sample_indices`)
+form one clip, as in DFEW. Probabilities are over the classes of the dataset the run trained on. A window with
 more than half of its frames without a face is marked no-face and gets no probabilities; in the
 other windows a sampled frame without a face is replaced by the nearest face frame of the window.
 The last window is aligned to the end of the video so that every frame is covered.
 
-The video is read once and streamed (`fer_jax.windows.WindowStream`): each frame is detected as
-it is read, the tracker decides its box a few frames later (`face_track.StreamingTracker`, the
-same boxes as tracking the whole video at once), the frame is cropped and dropped, and windows
+The video is read once and streamed (`fer_jax.video.windows.WindowStream`): faces are looked for in
+each frame as it is read, the tracker decides its box a few frames later (`face_track.StreamingTracker`;
+with --detect_every 1 the same boxes as tracking the whole video at once), the frame is cropped and dropped, and windows
 are scored as soon as their frames are through the model, so memory does not grow with the
 video's length. The progress bar counts seconds of video (its rate: video-seconds per second).
 
@@ -55,15 +60,16 @@ import numpy as np
 from absl import app, flags
 from tqdm import tqdm
 
-from fer_jax import cli, face_track, predict_outputs, xla_defaults
+from fer_jax import cli, xla_defaults
 from fer_jax.data import audio as audio_lib
 from fer_jax.errors import MissingError
-from fer_jax.face_track import VideoError
-from fer_jax.predict_outputs import output_stem, write_outputs
-from fer_jax.predictors import MODELS, Predictor, load_predictor
-from fer_jax.windows import SAMPLES_PER_WINDOW, WindowStream, face_windows, nearest_face_frames, window_indices
+from fer_jax.video import face_follow, face_track, predict_outputs
+from fer_jax.video.face_track import VideoError
+from fer_jax.video.predict_outputs import output_stem, write_outputs
+from fer_jax.video.predictors import MODELS, Predictor, load_predictor
+from fer_jax.video.windows import WindowStream, face_windows, nearest_face_frames, window_indices
 from tfds_dfew import audio as sound_io
-from tfds_dfew import openpose, release
+from tfds_dfew import openpose
 
 __all__ = ["Predictor", "VideoError", "face_windows", "load_predictor", "nearest_face_frames", "output_stem",
            "predict_video", "window_indices", "write_outputs"]
@@ -77,10 +83,10 @@ def _fail(message: str, result: dict | None):
     raise error
 
 
-def _base_result(source_path: str, *, model: dict | None, settings: dict) -> dict:
+def _base_result(source_path: str, *, model: dict | None, settings: dict, class_names) -> dict:
     return {"video": os.path.abspath(source_path), "source": None, "fps": None, "fps_source": None,
             "num_frames": 0, "frame_width": None, "frame_height": None, "duration_s": 0.0, "model": model,
-            "class_names": list(release.CLASS_NAMES), "settings": settings, "summary": {}, "windows": [], "frames": [],
+            "class_names": list(class_names), "settings": settings, "summary": {}, "windows": [], "frames": [],
             "notes": [], "error": None}
 
 
@@ -88,7 +94,8 @@ def predict_video(path: str, *, workdir: str | None = None, model: str | None = 
                   window: int = 16, batch: int = 16, fps: float | None = None, aligned: bool = False,
                   data_dir: str | None = None, predictor: Predictor | None = None, progress: bool = False,
                   max_gap: int = face_track.DEFAULT_MAX_GAP, margin: float = face_track.DEFAULT_MARGIN,
-                  openpose_dir: str | None = None, stderr=None) -> dict:
+                  openpose_dir: str | None = None, stderr=None,
+                  detect_every: int = face_follow.DEFAULT_DETECT_EVERY) -> dict:
     """Emotion probabilities over time for one video file or folder of frame images.
 
     Pass `workdir` (a training run) or `model` ('mini_xception_fer'), or a `predictor` from
@@ -96,10 +103,13 @@ def predict_video(path: str, *, workdir: str | None = None, model: str | None = 
     an already aligned face crop (like DFEW's clip_224x224 frames) instead of detecting faces.
     Returns the dict written as <stem>_emotions.json: video, source ('video' | 'images'), fps,
     fps_source, num_frames, frame_width/height, duration_s, model, class_names, settings,
-    summary (window counts, mean probabilities, overall dominant emotion), windows (per window:
-    start_frame, end_frame (exclusive), start_s, end_s, no_face, face_fraction, probabilities
-    {class: p} or None, dominant), frames (per frame: frame, time_s, status 'detected' | 'held' |
-    'none', box [x, y, w, h] or None), notes, error.
+    summary (window counts, mean probabilities, overall dominant emotion, frames per status and
+    the frames the detector ran on), windows (per window: start_frame, end_frame (exclusive),
+    start_s, end_s, no_face, face_fraction, probabilities {class: p} or None, dominant), frames
+    (per frame: frame, time_s, status 'detected' | 'followed' | 'held' | 'none', box [x, y, w, h]
+    or None), notes, error.
+    `detect_every`: the face detector runs on every so many frames (and where a face is new or lost
+    or the scene cuts), faces are followed in between (`face_follow`); 1 detects on every frame.
     Raises VideoError for a video that cannot be read, has no frames, or has no face in any
     frame; `error.result` then holds what could be computed, with `result['error']` the message.
 
@@ -115,10 +125,15 @@ def predict_video(path: str, *, workdir: str | None = None, model: str | None = 
     if predictor.needs_keypoints and openpose_dir and not os.path.isdir(openpose_dir):
         raise MissingError(f"--openpose_dir {openpose_dir}: no such folder; pass the folder OpenPose wrote its JSON "
                            "into (--write_json), or leave it out to predict with the pose input masked.")
-    settings = {"window": int(window), "stride": int(stride), "samples_per_window": SAMPLES_PER_WINDOW,
+    samples = int(predictor.num_frames)
+    detect_every = face_follow.check_detect_every(detect_every)
+    settings = {"window": int(window), "stride": int(stride), "samples_per_window": samples,
                 "frame_size": predictor.frame_size, "aligned": bool(aligned), "face_margin": float(margin),
-                "max_gap": int(max_gap), "face_detector": None if aligned else "OpenCV haarcascade_frontalface_default"}
-    result = _base_result(path, model=predictor.description, settings=settings)
+                "max_gap": int(max_gap), "face_detector": None if aligned else "OpenCV haarcascade_frontalface_default",
+                "detect_every": None if aligned else int(detect_every),
+                "face_follower": None if aligned or detect_every == 1 else face_follow.FOLLOWER_NAME}
+    result = _base_result(path, model=predictor.description, settings=settings, class_names=predictor.class_names)
+    names = list(predictor.class_names)
     try:
         source = face_track.open_frames(path, fps=fps)
     except VideoError as e:
@@ -131,15 +146,15 @@ def predict_video(path: str, *, workdir: str | None = None, model: str | None = 
     keypoints = _Keypoints(path, openpose_dir, result, stderr=stderr) if predictor.needs_keypoints else None
     sound = _Sound(path, source, result, stderr=stderr) if predictor.needs_audio else None
     stream = WindowStream(predictor, window=window, stride=stride, aligned=aligned, margin=margin, max_gap=max_gap,
-                          keypoints=keypoints, sound=sound)
+                          keypoints=keypoints, sound=sound, detect_every=detect_every)
     shape = None
-    bar = _video_progress(source, os.path.basename(path), progress)
+    bar = _VideoProgress(source, os.path.basename(path)) if progress else None
     try:
         for frame in source.frames():
             shape = shape or frame.shape[:2]
             stream.push(frame)
             if bar is not None:
-                bar.update(1.0 / float(source.fps))
+                bar.show(stream.num_frames)
     except VideoError as e:
         _fail(str(e), result)
     finally:
@@ -155,16 +170,22 @@ def predict_video(path: str, *, workdir: str | None = None, model: str | None = 
     track = face_track.FaceTrack(np.asarray(stream.boxes, np.float64).reshape(n, 4), np.asarray(stream.status, np.int8),
                                  np.asarray(stream.track, np.int32))
     has_face = track.has_face
-    starts, ends, sampled = window_indices(n, window, stride)
+    starts, ends, sampled = window_indices(n, window, stride, samples)
     usable = face_windows(starts, ends, has_face)
     probabilities = stream.probabilities
     if n < window:
         result["notes"].append(f"the video has {n} frames, fewer than a window of {window}: one window over all of "
-                               "them (frames repeated to make 16, as DFEW does for short clips).")
+                               f"them (frames repeated to make {samples}, as DFEW does for short clips).")
     held = int((track.status == face_track.HELD).sum())
     if held:
         result["notes"].append(f"{held} frames without a detection lie in gaps of at most {max_gap} frames and hold "
                                "the previous face box (status 'held').")
+    if not aligned and detect_every > 1:
+        followed = int((track.status == face_track.FOLLOWED).sum())
+        result["notes"].append(f"the face detector ran on {stream.detector.detector_runs} of {n} frames "
+                               f"(--detect_every {detect_every}, and where a face was new or lost or the scene cut); "
+                               f"{followed} frames have a face followed from a detection by template matching (status "
+                               "'followed'); --detect_every 1 runs it on every frame.")
     if stream.forced:
         result["notes"].append(f"{stream.forced} frames lay where two faces competed for longer than the tracker "
                                f"waits ({stream.max_pending} frames); they went to the larger face so far.")
@@ -181,8 +202,8 @@ def predict_video(path: str, *, workdir: str | None = None, model: str | None = 
                  "probabilities": None, "dominant": None}
         if usable[w]:
             p = probabilities[w]
-            entry["probabilities"] = {c: float(v) for c, v in zip(release.CLASS_NAMES, p)}
-            entry["dominant"] = release.CLASS_NAMES[int(np.argmax(p))]
+            entry["probabilities"] = {c: float(v) for c, v in zip(names, p)}
+            entry["dominant"] = names[int(np.argmax(p))]
         windows.append(entry)
     result["windows"] = windows
     result["frames"] = [
@@ -190,7 +211,9 @@ def predict_video(path: str, *, workdir: str | None = None, model: str | None = 
          "box": None if not has_face[i] else [round(float(v), 1) for v in track.boxes[i]]}
         for i in range(n)
     ]
-    result["summary"] = predict_outputs.summary(windows, track.status)
+    result["summary"] = predict_outputs.summary(windows, track.status, names)
+    result["summary"]["frames_followed"] = int((track.status == face_track.FOLLOWED).sum())
+    result["summary"]["detector_frames"] = 0 if aligned else int(stream.detector.detector_runs)
     if not has_face.any():
         _fail(f"{path}: no face found in any of its {n} frames (OpenCV's frontal-face detector needs a frontal face "
               "of at least ~8% of the frame's shorter side); every window is marked no-face. For frames that are "
@@ -297,14 +320,29 @@ class _Keypoints:
                                         "their keypoints are masked.")
 
 
-def _video_progress(source, name: str, enabled: bool):
-    """A tqdm bar in seconds of video (its rate: video-seconds per second), or None."""
-    if not enabled:
-        return None
-    total = source.frame_count_hint / float(source.fps) if source.frame_count_hint else None
-    return tqdm(total=total, desc=name, unit="video-s", leave=False, dynamic_ncols=True,
-                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} video-s "
-                           "[{elapsed}<{remaining}, {rate_fmt}]" if total else None)
+class _VideoProgress:
+    """A tqdm bar in seconds of video (its rate: video-seconds per second).
+
+    `show(frames)` sets it to the frames read so far (computed from the count, so float steps
+    never add up past the end); the container's frame count is only a hint, and the total grows
+    when a video has more frames than it said.
+    """
+
+    def __init__(self, source, name: str):
+        self.fps = float(source.fps)
+        total = source.frame_count_hint / self.fps if source.frame_count_hint else None
+        self.bar = tqdm(total=total, desc=name, unit="video-s", leave=False, dynamic_ncols=True,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} video-s "
+                                   "[{elapsed}<{remaining}, {rate_fmt}]" if total else None)
+
+    def show(self, frames: int) -> None:
+        seconds = frames / self.fps
+        if self.bar.total is not None and seconds > self.bar.total:
+            self.bar.total = seconds
+        self.bar.update(seconds - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def predict_paths(paths: Sequence[str], *, out_dir: str | None = None, stdout=None, stderr=None, **kwargs) -> int:
@@ -340,7 +378,8 @@ def main(argv):
         raise app.UsageError("pass exactly one of --workdir RUN or --model mini_xception_fer")
     failed = predict_paths(paths, workdir=FLAGS.workdir, model=FLAGS.model, data_dir=FLAGS.data_dir,
                            out_dir=FLAGS.out, stride=FLAGS.stride, window=FLAGS.window, batch=FLAGS.batch,
-                           fps=FLAGS.fps, aligned=FLAGS.aligned, openpose_dir=FLAGS.openpose_dir, progress=True)
+                           fps=FLAGS.fps, aligned=FLAGS.aligned, openpose_dir=FLAGS.openpose_dir,
+                           detect_every=FLAGS.detect_every, progress=True)
     if failed:
         done = len(paths) - failed
         rest = f"; the outputs of the {done} other{'s' if done > 1 else ''} were written" if done else ""
@@ -360,6 +399,9 @@ def define_flags():
     flags.DEFINE_float("fps", None, "Frame rate (default: the video's; 25 for a folder of frames). Example: --fps 30")
     flags.DEFINE_bool("aligned", False, "Frames are already face crops (like DFEW's): no face detection. Example: "
                       "--aligned")
+    flags.DEFINE_integer("detect_every", face_follow.DEFAULT_DETECT_EVERY, "Run the face detector on every so many "
+                         "frames (and where a face is new or lost or the scene cuts) and follow the faces by template "
+                         "matching in between; 1: the detector on every frame (slower). Example: --detect_every 1")
     flags.DEFINE_string("data_dir", None, "Where the run's cached-features dataset is (default: the run's config). "
                         "Example: --data_dir data/tfds")
     flags.DEFINE_string("openpose_dir", None, "OpenPose JSON of the video(s), for runs with a pose modality: a folder "

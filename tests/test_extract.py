@@ -1,16 +1,19 @@
 """Extraction to cached features, training on them, fine-tuning a generator and extracting it again."""
 
+import json
 import os
+import shutil
 
 import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from fer_jax import extract, input_pipeline, train
+from fer_jax import extract, input_pipeline, predict, train
 from fer_jax import runs
 from fer_jax.models import generators
-from tests.helpers import extract_config as _extract_config, features_config as _features_config, tiny_config
+from tests.helpers import extract_config as _extract_config, face_video, features_config as _features_config, run_module
+from tests.helpers import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +59,7 @@ def test_features_of_another_generator_are_refused(cached):
         input_pipeline.open_source(config, "fold1")
 
 
-def test_finetune_then_extract_the_finetuned_generator(tiny_tfds, tmp_path):
+def test_finetune_then_extract_the_finetuned_generator_and_predict_from_a_moved_run(tiny_tfds, tmp_path):
     data_dir, _ = tiny_tfds
     config = tiny_config(data_dir, num_train_steps=2, checkpoint_every=2, **{"data.crop_size": 48})
     config.modalities.face = dict(input="frames", tokenizer="generator", generator="mini_xception_fer",
@@ -80,6 +83,34 @@ def test_finetune_then_extract_the_finetuned_generator(tiny_tfds, tmp_path):
     frames = tfds.data_source("dfew/frames64", split="fold1", data_dir=data_dir, download=False)
     direct = np.asarray(jax.jit(lambda f: module(f))(np.stack(frames[0]["frames"])[None]))[0]
     np.testing.assert_allclose(source[0]["face_mini_xception_fer"], direct, rtol=1e-4, atol=1e-5)
+
+    # The fine-tuning run moves: the features name it by its run id, so training on them still checks out.
+    moved = str(tmp_path / "ft_moved")
+    shutil.move(run, moved)
+    moved_ok = _features_config(out, **{"dataset.name": "dfew_features/finetuned", "modalities.face.checkpoint": moved,
+                                        "num_train_steps": 2, "checkpoint_every": 2})
+    fusion = str(tmp_path / "fusion")
+    train.train_and_evaluate(moved_ok, fusion)
+
+    # A fusion run predicts with nothing but its own folder: copied elsewhere, the fine-tuning run, the
+    # features and the weights cache gone, it gives the same windows (its bundle holds the fine-tuned generator).
+    video = face_video(tmp_path / "face.avi")
+    before = predict.predict_video(video, workdir=fusion, batch=2)
+    copied = str(tmp_path / "elsewhere" / "fusion")
+    shutil.copytree(fusion, copied)
+    shutil.rmtree(fusion)
+    shutil.rmtree(moved)
+    assert os.listdir(os.path.join(copied, "bundle", "generators")) == ["face_mini_xception_fer.npz"]
+    proc = run_module("fer_jax.predict", "--workdir", copied, video, "--out", str(tmp_path / "out"), "--batch", "2",
+                      "--data_dir", str(tmp_path / "no_data"),
+                      env={"FER_JAX_CACHE": str(tmp_path / "empty_cache"), "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    after = json.load(open(tmp_path / "out" / "face_emotions.json"))
+    assert [w["dominant"] for w in after["windows"]] == [w["dominant"] for w in before["windows"]]
+    for a, b in zip(after["windows"], before["windows"]):  # another process (its own compiler flags): 1e-6
+        np.testing.assert_allclose(list(a["probabilities"].values()), list(b["probabilities"].values()), atol=1e-6)
+    assert after["model"]["modalities"] == before["model"]["modalities"]
+    assert after["frames"] == before["frames"] and after["class_names"] == before["class_names"]
 
 
 def test_overwrite_rewrites_an_existing_features_dataset(tiny_tfds, tmp_path):

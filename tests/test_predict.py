@@ -10,55 +10,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_jax import face_track, predict
-from fer_jax import train_state, runs, predictors
+from fer_jax import predict
+from fer_jax import train_state, runs
+from fer_jax.video import face_track, predictors
 from tfds_dfew import release
 from tests.helpers import features_config, run_module, tiny_config
 
-FPS = 10.0
-H, W = 180, 240
-# skimage.data.astronaut(): the face is at x 177..272, y 66..161 of the 512 x 512 image.
-FACE_CENTRE = (224.5, 113.5)
+from tests.helpers import FPS, H, W  # noqa: F401  (the test videos' frame rate and size)
+from tests.helpers import astronaut_frame as _astronaut_frame, blank_frame as _blank_frame
+from tests.helpers import write_video as _write_video
 
 
-def _astronaut_frame(i):
-    """A 240 x 180 frame around the astronaut's face, shifted a few pixels from frame to frame.
-
-    Returns (uint8[180, 240, 3] RGB, expected face centre (x, y) in the frame)."""
-    from skimage import data
-
-    img = data.astronaut()
-    dx, dy = int(round(6 * np.sin(i / 3.0))), int(round(4 * np.cos(i / 4.0)))
-    x0, y0 = 24 + dx, max(0, -10 + dy)
-    region = img[y0 : y0 + 300, x0 : x0 + 400]
-    scale = W / 400.0
-    frame = cv2.resize(region, (W, int(round(region.shape[0] * scale))), interpolation=cv2.INTER_AREA)[:H]
-    return frame, ((FACE_CENTRE[0] - x0) * scale, (FACE_CENTRE[1] - y0) * scale)
-
-
-def _blank_frame(i):
-    rng = np.random.default_rng(i)
-    return np.clip(120 + rng.normal(0, 6, (H, W, 3)), 0, 255).astype(np.uint8)
-
-
-def _write_video(path, frames, fps=FPS):
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (W, H))
-    assert writer.isOpened()
-    for f in frames:
-        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    writer.release()
-    return str(path)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def quick_compiles():
-    """Tiny models, many shapes: XLA's optimisations cost more time than they save here."""
-    import jax
-
-    before = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", before)
+pytestmark = pytest.mark.usefixtures("quick_compiles")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -300,8 +263,9 @@ def test_a_cached_features_run_runs_the_generator_that_made_them(tiny_features, 
     expected = _evaluation_probabilities(config, run, input_pipeline.Preprocessor(config, train=False)(cached))
     np.testing.assert_allclose([got[0]["probabilities"][c] for c in release.CLASS_NAMES], expected, atol=1e-5)
 
-    with pytest.raises(FileNotFoundError, match="pass --data_dir"):
-        predict.load_predictor(workdir=run, data_dir=str(tmp_path / "elsewhere"))
+    # the run's record names the generator: predict needs no data dir (tests/test_bundle.py moves whole runs)
+    elsewhere = predict.predict_video(folder, workdir=run, aligned=True, batch=4, data_dir=str(tmp_path / "nowhere"))
+    assert elsewhere["windows"] == predict.predict_video(folder, workdir=run, aligned=True, batch=4)["windows"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -352,14 +316,15 @@ def test_models_are_named_clearly(tmp_path):
 def test_frame_size_comes_from_the_frames_build_also_with_pose():
     assert predictors.frame_size_of("dfew/frames64_pose") == 64
     assert predictors.frame_size_of("dfew/frames224") == 224 and predictors.frame_size_of("dfew") == 112
-    with pytest.raises(ValueError, match="expected dfew/frames<size>"):
+    assert predictors.frame_size_of("mafw/frames224_audio") == 224 and predictors.frame_size_of("dfew/frames64_t32") == 64
+    with pytest.raises(ValueError, match="expected <dataset>/frames<size>"):
         predictors.frame_size_of("dfew_features/mini_xception_fer")
 
 
 def test_features_that_need_more_than_frames_are_refused():
     setup = {"source": "dfew_features/x", "generators": {"external": {"generator": "npy", "weights": "npy:/e"}}}
     with pytest.raises(ValueError, match="cannot be computed for a video"):
-        predictors.generator_for(setup, "external", "dfew_features/x_external")
+        predictors._runner_for("runs/x", setup, {"external"}, batch=2, num_frames=16)
 
 
 def test_command_line_goes_on_after_a_bad_video(videos, tmp_path):

@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_jax import face_track, predict
-from fer_jax.windows import WindowStream, face_windows, nearest_face_frames, window_indices
+from fer_jax import predict
+from fer_jax.video import face_track
+from fer_jax.video.windows import WindowStream, face_windows, nearest_face_frames, window_indices
 
 H, W = 180, 240
 
@@ -85,7 +86,8 @@ def _in_memory(path, predictor, *, window, stride, max_gap=face_track.DEFAULT_MA
 
 @pytest.mark.parametrize("window, stride", [(16, 8), (24, 5), (16, 16)])
 def test_streaming_json_equals_the_in_memory_version(video, predictor, window, stride):
-    result = json.loads(json.dumps(predict.predict_video(video, predictor=predictor, window=window, stride=stride)))
+    result = json.loads(json.dumps(predict.predict_video(video, predictor=predictor, window=window, stride=stride,
+                                                         detect_every=1)))
     windows, frames, held = _in_memory(video, predictor, window=window, stride=stride)
     assert result["num_frames"] == 81 and held == 3
     assert [(w["no_face"], None if w["probabilities"] is None else list(w["probabilities"].values()))

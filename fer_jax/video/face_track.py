@@ -18,7 +18,9 @@ smoothed over time (a centred moving average of centre and size within each run 
 Crops are squares of `margin` times the box size around its centre (DFEW's face-aligned
 `clip_224x224` frames have the face filling most of the frame), padded by repeating the border
 where they leave the frame, and resized to the size the model was trained on.
-Boxes are float[N, 4] (x, y, w, h) in pixels of the original frame.
+Boxes are float[N, 4] (x, y, w, h) in pixels of the original frame. `predict` runs the detector
+on every few frames only and follows the faces in between (`fer_jax.video.face_follow`); the
+streaming tracker takes those followed boxes too (status "followed").
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ import numpy as np
 
 from fer_jax.errors import BadInputError, MissingError
 
-NO_FACE, DETECTED, HELD = 0, 1, 2
-STATUS_NAMES = ("none", "detected", "held")
+NO_FACE, DETECTED, HELD, FOLLOWED = 0, 1, 2, 3
+STATUS_NAMES = ("none", "detected", "held", "followed")
 DEFAULT_MARGIN = 1.25
 DEFAULT_MAX_GAP = 3
 DEFAULT_SMOOTH_RADIUS = 2
@@ -180,7 +182,8 @@ class FaceTrack:
     """The main face of every frame.
 
     boxes:  float64[N, 4] (x, y, w, h), smoothed; NaN where status is NO_FACE.
-    status: int8[N]: NO_FACE, DETECTED or HELD (a short gap filled with the last box).
+    status: int8[N]: NO_FACE, DETECTED, HELD (a short gap filled with the last box) or FOLLOWED
+            (a box followed from a detection by template matching, `face_follow`; streaming only).
     track:  int32[N]: the tracklet a frame's face belongs to (-1 for no face).
     """
 
@@ -342,9 +345,9 @@ def resize_frame(frame: np.ndarray, size: int) -> np.ndarray:
 class _Tracklet:
     index: int  # creation order: ties of score go to the older tracklet, as in track_faces
     score: float
-    count: int
-    last: int  # frame of its newest detection
-    box: np.ndarray  # float64[4], its newest detection's box
+    count: int  # detections (followed boxes not counted)
+    last: int  # frame of its newest detection or followed box
+    box: np.ndarray  # float64[4], that newest box
 
 
 class StreamingTracker:
@@ -358,6 +361,10 @@ class StreamingTracker:
     smoothing. With one face that is a few frames; while two faces keep competing it is until one
     of them ends. Not to hold frames without bound, a frame waiting for more than `max_pending`
     frames is decided with the scores so far (counted in `forced`; `track_faces` could differ there).
+
+    `push(detections, followed)` also takes boxes followed between detections (bool[K] flags,
+    `face_follow.FaceFollower`): they continue a tracklet like detections (status FOLLOWED) but
+    add nothing to its score or to its count towards `min_frames`, which stay the detector's.
     """
 
     def __init__(self, *, max_gap: int = DEFAULT_MAX_GAP, min_frames: int = 3,
@@ -376,10 +383,11 @@ class StreamingTracker:
     def _closed(self, t: _Tracklet, finished: bool) -> bool:
         return finished or self._frame - t.last > self.max_gap
 
-    def push(self, detections) -> list[tuple[int, np.ndarray, int, int]]:
+    def push(self, detections, followed=None) -> list[tuple[int, np.ndarray, int, int]]:
         i = self._frame = self._frame + 1
         self._cover.setdefault(i, {})
         dets = _as_detections(detections)
+        followed = np.zeros(len(dets), bool) if followed is None else np.asarray(followed, bool)
         self._active = [t for t in self._active if i - t.last <= self.max_gap + 1]
         pairs = []
         for t in self._active:
@@ -393,7 +401,7 @@ class StreamingTracker:
             if ti not in taken_t and k not in taken_k:
                 for gap in range(t.last + 1, i):  # held frames between its last detection and this one
                     self._cover[gap][ti] = (t, t.box, HELD)
-                self._add(t, i, dets[k])
+                self._add(t, i, dets[k], followed[k])
                 taken_t.add(ti)
                 taken_k.add(k)
         for k in range(len(dets)):
@@ -401,14 +409,15 @@ class StreamingTracker:
                 t = _Tracklet(self._next_index, 0.0, 0, i, dets[k][:4])
                 self._next_index += 1
                 self._active.append(t)
-                self._add(t, i, dets[k])
+                self._add(t, i, dets[k], followed[k])
         return self._advance(finished=False)
 
-    def _add(self, t: _Tracklet, i: int, det: np.ndarray) -> None:
-        t.score += det[2] * det[3] * det[4]
-        t.count += 1
+    def _add(self, t: _Tracklet, i: int, det: np.ndarray, followed: bool = False) -> None:
+        if not followed:
+            t.score += det[2] * det[3] * det[4]
+            t.count += 1
         t.last, t.box = i, det[:4]
-        self._cover[i][t.index] = (t, det[:4], DETECTED)
+        self._cover[i][t.index] = (t, det[:4], FOLLOWED if followed else DETECTED)
 
     def finish(self) -> list[tuple[int, np.ndarray, int, int]]:
         return self._advance(finished=True)

@@ -8,22 +8,24 @@ import os
 
 import numpy as np
 
-from fer_jax import face_track, plots
-from tfds_dfew import release
+from fer_jax import plots
+from fer_jax.video import face_track
 
 
-def summary(windows: list[dict], status: np.ndarray) -> dict:
+def summary(windows: list[dict], status: np.ndarray, class_names) -> dict:
+    """Window and frame counts, the mean probability of each class over the face windows and the dominant one."""
+    names = list(class_names)
     face = [w for w in windows if not w["no_face"]]
     out = {"windows": len(windows), "face_windows": len(face), "no_face_windows": len(windows) - len(face),
            "frames_detected": int((status == face_track.DETECTED).sum()),
            "frames_held": int((status == face_track.HELD).sum()),
            "frames_no_face": int((status == face_track.NO_FACE).sum())}
     if face:
-        mean = np.mean([[w["probabilities"][c] for c in release.CLASS_NAMES] for w in face], axis=0)
-        out["mean_probabilities"] = {c: float(v) for c, v in zip(release.CLASS_NAMES, mean)}
-        out["dominant"] = release.CLASS_NAMES[int(np.argmax(mean))]
-        counts = {c: sum(w["dominant"] == c for w in face) for c in release.CLASS_NAMES}
-        out["dominant_share"] = {c: counts[c] / len(face) for c in release.CLASS_NAMES if counts[c]}
+        mean = np.mean([[w["probabilities"][c] for c in names] for w in face], axis=0)
+        out["mean_probabilities"] = {c: float(v) for c, v in zip(names, mean)}
+        out["dominant"] = names[int(np.argmax(mean))]
+        counts = {c: sum(w["dominant"] == c for w in face) for c in names}
+        out["dominant_share"] = {c: counts[c] / len(face) for c in names if counts[c]}
     else:
         out["mean_probabilities"], out["dominant"], out["dominant_share"] = None, None, {}
     return out
@@ -46,12 +48,12 @@ def write_outputs(result: dict, out_dir: str | None = None) -> dict[str, str]:
     with open(paths["csv"], "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["start_frame", "end_frame", "start_s", "end_s", "no_face", "face_fraction", "dominant",
-                         *release.CLASS_NAMES])
+                         *result["class_names"]])
         for w in result["windows"]:
             probs = w["probabilities"] or {}
             writer.writerow([w["start_frame"], w["end_frame"], f"{w['start_s']:.3f}", f"{w['end_s']:.3f}",
                              int(w["no_face"]), f"{w['face_fraction']:.3f}", w["dominant"] or "",
-                             *[f"{probs[c]:.5f}" if c in probs else "" for c in release.CLASS_NAMES]])
+                             *[f"{probs[c]:.5f}" if c in probs else "" for c in result["class_names"]]])
     if result["num_frames"]:
         paths["png"] = plots.timeline_png(result, stem + ".png")
     return paths

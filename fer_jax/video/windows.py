@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from fer_jax import face_track
 from fer_jax.errors import ConfigError
-from tfds_dfew import release
+from fer_jax.video import face_follow, face_track
+from tfds_dfew import frames as frames_lib
 
-SAMPLES_PER_WINDOW = release.NUM_FRAMES
+SAMPLES_PER_WINDOW = 16  # the default T: frames sampled per window (a run's own frames per clip otherwise)
 
 
 def window_indices(num_frames: int, window: int = 16, stride: int = 8, samples: int = SAMPLES_PER_WINDOW):
@@ -28,7 +28,7 @@ def window_indices(num_frames: int, window: int = 16, stride: int = 8, samples: 
     if starts[-1] + span < num_frames:
         starts.append(num_frames - span)
     starts = np.asarray(starts, np.int64)
-    frames = starts[:, None] + release.sample_indices(span, samples)[None, :]
+    frames = starts[:, None] + frames_lib.sample_indices(span, samples)[None, :]
     return starts, starts + span, frames
 
 
@@ -60,28 +60,35 @@ def nearest_face_frames(frames, starts, ends, has_face) -> np.ndarray:
 class WindowStream:
     """Frames in, window probabilities out, holding only the frames that some window still needs.
 
-    `push(frame)` for every frame in order, then `finish()`; `probabilities` is then float64[W, 7]
+    `push(frame)` for every frame in order, then `finish()`; `probabilities` is then float64[W, C]
     (NaN rows for no-face windows) for the windows of `window_indices(num_frames, window, stride)`,
-    and `boxes`, `status`, `track` describe every frame as `face_track.track_faces` would. Each
-    frame is detected when read; the tracker decides its box a few frames later (see
-    `face_track.StreamingTracker`), then the frame is cropped and dropped. A window is taken up
+    and `boxes`, `status`, `track` describe every frame as `face_track.track_faces` would. Faces
+    are looked for when a frame is read: the detector runs on every `detect_every`-th frame (and
+    where a face is new, lost or the scene cuts) and the faces are followed in between
+    (`face_follow.FaceFollower`; `detect_every=1`: the detector on every frame); the tracker decides
+    the frame's box a few frames later (see `face_track.StreamingTracker`), then the frame is
+    cropped and dropped. A window is taken up
     once all its frames are decided; the per-frame stage runs on full chunks of
-    `predictor.batch * 16` crops (the model's compiled shape), and windows are scored as soon as
+    `predictor.batch * T` crops (the model's compiled shape), and windows are scored as soon as
     their frames have been through it. Crops and per-frame outputs are dropped once no window
     that is still to come can use them, so memory does not grow with the video's length (only
     the per-frame boxes and statuses that the result lists).
     """
 
     def __init__(self, predictor, *, window: int, stride: int, aligned: bool, margin: float, max_gap: int,
-                 keypoints=None, sound=None, max_pending: int = 250):
+                 keypoints=None, sound=None, max_pending: int = 250,
+                 detect_every: int = face_follow.DEFAULT_DETECT_EVERY):
         self.predictor, self.window, self.stride = predictor, int(window), int(stride)
         self.aligned, self.margin = aligned, 1.0 if aligned else margin
-        self.detector = None if aligned else face_track.FaceDetector()
+        self.detector = None if aligned else face_follow.FaceFollower(face_track.FaceDetector(), every=detect_every,
+                                                                       max_gap=max_gap)
         self.tracker = None if aligned else face_track.StreamingTracker(max_gap=max_gap, max_pending=max_pending)
         self.max_pending = max_pending
         self.keypoints = keypoints
         self.sound = sound  # .window(start, end) -> int16 samples under frames [start, end), for runs with audio
-        self.rows = predictor.batch * SAMPLES_PER_WINDOW
+        self.samples = int(getattr(predictor, "num_frames", SAMPLES_PER_WINDOW))
+        self.num_classes = len(getattr(predictor, "class_names", ())) or 7
+        self.rows = predictor.batch * self.samples
         self.num_frames = 0
         self.boxes: list[np.ndarray] = []
         self.status: list[int] = []
@@ -101,7 +108,7 @@ class WindowStream:
 
     @property
     def probabilities(self) -> np.ndarray:
-        return np.asarray(self._scored, np.float64).reshape(len(self._scored), len(release.CLASS_NAMES))
+        return np.asarray(self._scored, np.float64).reshape(len(self._scored), self.num_classes)
 
     def push(self, frame: np.ndarray) -> None:
         i = self.num_frames
@@ -113,7 +120,7 @@ class WindowStream:
             self._decided([(i, box, face_track.DETECTED, 0)], {i: frame})
         else:
             self._raw[i] = frame
-            self._decided(self.tracker.push(self.detector(frame)), self._raw)
+            self._decided(self.tracker.push(*self.detector(frame)), self._raw)
         self._take_windows(final=False)
 
     def finish(self) -> None:
@@ -135,12 +142,12 @@ class WindowStream:
     def _take_windows(self, final: bool) -> None:
         decided = len(self.status)
         if final:
-            starts, ends, sampled = window_indices(decided, self.window, self.stride)
+            starts, ends, sampled = window_indices(decided, self.window, self.stride, self.samples)
             done = len(self._scored) + len(self._queue)
             new = [(int(starts[w]), int(ends[w]), sampled[w]) for w in range(done, len(starts))]
         else:
             new = []
-            offsets = release.sample_indices(self.window, SAMPLES_PER_WINDOW)
+            offsets = frames_lib.sample_indices(self.window, self.samples)
             while self._next_regular * self.stride + self.window <= decided:
                 start = self._next_regular * self.stride
                 new.append((start, start + self.window, start + offsets))
@@ -174,13 +181,13 @@ class WindowStream:
             gathered = {k: np.stack([np.stack([self._outputs[int(f)][k] for f in w[3]]) for w in usable])
                         for k in self._outputs[int(usable[0][3][0])]}
             if self.keypoints is not None:  # the sampled frames' own keypoints
-                gathered["keypoints"] = np.stack([self.keypoints.read(w[2]) for w in usable])
+                gathered["pose"] = np.stack([self.keypoints.read(w[2]) for w in usable])
             if self.sound is not None:  # the sound under each window's frames
                 gathered["audio"] = [self.sound.window(w[0], w[1]) for w in usable]
                 gathered["audio_length"] = np.asarray([len(a) for a in gathered["audio"]], np.int32)
             probabilities = iter(np.asarray(self.predictor.per_window(gathered), np.float64))
         for w in ready:
-            self._scored.append(next(probabilities) if w[3] is not None else np.full(len(release.CLASS_NAMES), np.nan))
+            self._scored.append(next(probabilities) if w[3] is not None else np.full(self.num_classes, np.nan))
         self._forget()
 
     def _forget(self) -> None:
