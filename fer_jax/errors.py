@@ -4,11 +4,7 @@ Anything that is not a `UserError` is a bug in fer_jax and keeps its traceback. 
 names what was wrong and where (file, clip id, config key) and what to do, in its message.
 """
 
-
-class UserError(Exception):
-    """Base of every error whose message is the whole story for the user (exit status `exit_code`)."""
-
-    exit_code = 2
+from tfds_dfew.errors import UserError  # noqa: F401  (the base, shared with the data layer's own errors)
 
 
 class ConfigError(UserError, ValueError):
@@ -44,7 +40,7 @@ class BadInputError(UserError, ValueError):
 
 
 class RunStopped(UserError):
-    """A run was stopped (SIGTERM) after saving a checkpoint; rerunning the same command resumes it.
+    """A run was stopped (SIGTERM, Ctrl-C) after saving a checkpoint; rerunning the same command resumes it.
 
     Exit status 75 (EX_TEMPFAIL, "try again later"): schedulers that requeue on it resume the run.
     """

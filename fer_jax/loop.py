@@ -3,9 +3,12 @@
 `run(...)` resumes from the workdir's newest complete checkpoint, feeds the step function one
 global batch per step (the data position is a function of the step, so the stream starts at the
 checkpoint), logs the mean of the step statistics every `log_every` steps, checkpoints every
-`checkpoint_every` steps and at the end, and stops cleanly on SIGTERM (a preemption notice).
+`checkpoint_every` steps and at the end, and stops cleanly on SIGTERM (a preemption notice) or
+SIGINT (Ctrl-C): it saves the step it is at and says how to resume; the command then exits with
+status 75 (`RunStopped`). A second Ctrl-C while it saves quits at once (the last complete
+checkpoint stays; Orbax never leaves a half-written one that looks complete).
 
-Preemption is decided the same way on every process: each process turns SIGTERM into a local
+Stopping is decided the same way on every process: each process turns the signal into a local
 flag, and after every step the processes all-gather their flags; if any is set, all of them save
 the same step and stop. (A flag acted on by one process alone would make it leave the collective
 save or the next step while the others wait for it.) A single process needs no all-gather.
@@ -15,7 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -33,23 +38,36 @@ log = logging.getLogger(__name__)
 
 
 class Preemption:
-    """SIGTERM -> a flag; `agreed()` is True on every process as soon as any process got the signal."""
+    """SIGTERM or SIGINT -> a flag; `agreed()` is True on every process as soon as any process got one.
+
+    A second SIGINT raises KeyboardInterrupt at once (the user insists: quit without saving).
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
-        self.requested = False  # this process got SIGTERM
+        self.requested = False  # this process got SIGTERM or SIGINT
         self.stopped = False  # the processes agreed to stop
-        self._previous = None
+        self.signal_name = ""
+        self._previous = {}
 
     def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread: no handler, never preempted
-            self._previous = None
+        for sig in self.SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no handler, never preempted
+                pass
         return self
 
     def _handle(self, signum, frame):
-        del signum, frame
+        del frame
+        if signum == signal.SIGINT and self.requested and self.signal_name == "Ctrl-C":
+            raise KeyboardInterrupt  # the second Ctrl-C: quit now
         self.requested = True
+        self.signal_name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        if signum == signal.SIGINT:
+            print("\nCtrl-C: saving a checkpoint at the end of this step (Ctrl-C again to quit at once) ...",
+                  file=sys.stderr, flush=True)
 
     def agreed(self) -> bool:
         """Called by every process at the same step: the OR of every process's flag."""
@@ -61,18 +79,26 @@ class Preemption:
         return self.stopped
 
     def __exit__(self, *exc):
-        # After a stop, the handler stays: a scheduler's second SIGTERM (or one that reaches this host
+        # After a stop, the SIGTERM handler stays: a scheduler's second SIGTERM (or one that reaches this host
         # after another host's stop was agreed) must not kill the process while it saves and exits.
-        if self._previous is not None and not (self.requested or self.stopped):
-            signal.signal(signal.SIGTERM, self._previous)
+        for sig, previous in self._previous.items():
+            if previous is not None and (sig == signal.SIGINT or not (self.requested or self.stopped)):
+                signal.signal(sig, previous)
+
+
+def stopped_message(result: dict, workdir: str, what: str = "the run") -> str:
+    """The one line a stopped run ends with: where it stopped, that it saved, how to resume."""
+    return (f"{what} was stopped by {result.get('signal') or 'a signal'} at step {result['step']}; its checkpoint is "
+            f"saved in {os.path.join(workdir, 'checkpoints')}. Rerun the same command to resume.")
 
 
 @dataclasses.dataclass
 class LoopResult:
     state: Any
     step: int  # the last step trained (== num_train_steps unless stopped)
-    stopped: bool  # True when SIGTERM stopped the run (a checkpoint of `step` was saved)
+    stopped: bool  # True when SIGTERM or Ctrl-C stopped the run (a checkpoint of `step` was saved)
     seconds: float
+    signal_name: str = ""  # 'SIGTERM' or 'Ctrl-C' when stopped
 
 
 def run(config, workdir: str, *, state, mesh, train_step: Callable, stream: Callable[[int], Iterator[dict]],
@@ -144,8 +170,9 @@ def run(config, workdir: str, *, state, mesh, train_step: Callable, stream: Call
                 flush(step)
                 save(step)
             if stopped:
-                log.warning("SIGTERM received: saved a checkpoint at step %d; rerun the same command to resume.", step)
                 break
+        signal_name = preemption.signal_name or "a stop signal on another process"
     if bar is not None:
         bar.close()
-    return LoopResult(state=state, step=step, stopped=stopped, seconds=time.time() - t0)
+    return LoopResult(state=state, step=step, stopped=stopped, seconds=time.time() - t0,
+                      signal_name=signal_name if stopped else "")

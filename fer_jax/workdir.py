@@ -18,6 +18,7 @@ METRICS_FILE = "metrics.jsonl"
 # Keys that may differ between the run in a workdir and the command resuming it.
 RESUMABLE_KEYS = (
     "dataset.data_dir",
+    "dataset.source",  # the build cached features come from: only what messages suggest
     "data.read_threads",
     "data.prefetch",
     "log_every",
@@ -35,6 +36,12 @@ ADDED_KEYS = {
     "loss.soft_targets": (0.0,),
     "loss.class_weights": ("", None),  # was a list field, None = no weights
     "data.label_fraction": (1.0,),
+    "data.num_frames": (0, None, 16),  # T the model reads; 0 = as the dataset stores (16 before it was a key)
+    "dataset.group_by": ("", None),  # a per-clip field evaluation also reports by (FERV39k's scene)
+    "num_classes": (0, 7, None),  # 0 = the dataset's; runs before datasets were data said 7 (DFEW)
+    # the pose modality's dataset key, `keypoints` in DFEW builds before 1.2.0 (both read the same array)
+    "modalities.pose.input": ("keypoints", "pose"),
+    "modalities.omnivec.inputs.pose": ("keypoints", "pose"),
 }
 
 
@@ -77,31 +84,48 @@ def load_classifier_config(workdir: str, data_dir: str | None = None) -> ml_coll
     return config
 
 
+def check_claim(workdir: str, config) -> None:
+    """Refuses a workdir that holds a run of another config (keys in RESUMABLE_KEYS may differ); writes nothing.
+
+    A workdir whose run never reached its first step (config.json but no checkpoint, e.g. a command
+    that failed before training) holds nothing to resume: any config may take it over.
+    """
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path) or not _has_checkpoint(workdir):
+        return
+    with open(path) as f:
+        saved = json.load(f)
+    a, b = flatten(saved), flatten(config_to_dict(config))
+
+    def same(k):
+        if a.get(k) == b.get(k) or k in RESUMABLE_KEYS:
+            return True
+        neutral = ADDED_KEYS.get(k, ())
+        return (k not in a or a[k] in neutral) and b.get(k) in neutral
+
+    diff = sorted(k for k in set(a) | set(b) if not same(k))
+    if diff:
+        shown = "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:6])
+        raise WorkdirConflictError(
+            f"{workdir} holds a run with another config ({shown}). Resume it with its own config "
+            f"({path}), or train into a new --workdir."
+        )
+
+
+def _has_checkpoint(workdir: str) -> bool:
+    """Whether the run in `workdir` saved any checkpoint (a finished one or one being written)."""
+    folder = os.path.join(workdir, "checkpoints")
+    return os.path.isdir(folder) and any(name[:1].isdigit() or "tmp" in name for name in os.listdir(folder))
+
+
 def claim(workdir: str, config) -> None:
-    """Writes config.json into a new workdir, or checks that an existing run has the same config."""
+    """Checks the workdir (`check_claim`) and writes config.json into it: the run starts now."""
+    check_claim(workdir, config)
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, CONFIG_FILE)
-    current = config_to_dict(config)
-    if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
-        a, b = flatten(saved), flatten(current)
-        def same(k):
-            if a.get(k) == b.get(k) or k in RESUMABLE_KEYS:
-                return True
-            neutral = ADDED_KEYS.get(k, ())
-            return (k not in a or a[k] in neutral) and b.get(k) in neutral
-
-        diff = sorted(k for k in set(a) | set(b) if not same(k))
-        if diff:
-            shown = "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:6])
-            raise WorkdirConflictError(
-                f"{workdir} holds a run with another config ({shown}). Resume it with its own config "
-                f"({path}), or train into a new --workdir."
-            )
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(current, f, indent=2, sort_keys=True)
+        json.dump(config_to_dict(config), f, indent=2, sort_keys=True)
     os.replace(tmp, path)
 
 

@@ -84,6 +84,8 @@ def _use_defaults(flags: str, what: str, environ, log) -> str | None:
             f"fer_jax.xla_defaults.use_{what}_defaults() before the first JAX computation).")
         return None
     environ["XLA_FLAGS"] = flags
+    if real and any(a in ("-h", "--help", "--helpfull", "--helpshort", "-help", "-?") for a in sys.argv[1:]):
+        return flags  # --help prints the command's flags and nothing else
     say(f"note: using XLA_FLAGS={flags} (faster CPU {what}, README 'Performance'); "
         "set XLA_FLAGS yourself to override it (XLA_FLAGS= for XLA's own defaults).")
     return flags

@@ -105,9 +105,10 @@ def test_damaged_openpose_names_file_and_clip(small_release, tmp_path, case):
     with pytest.raises(ReleaseError) as info:
         build.build(str(root), str(tmp_path / "tfds"), config="frames64_pose", num_workers=1)
     assert entry.clip_id in str(info.value) and victim.name in str(info.value)
-    # skipping is a choice: the clip is left out and reported
+    # skipping is a choice: the clip keeps its frames, its pose is masked, and the file is reported
     builder = build.build(str(root), str(tmp_path / "tfds"), config="frames64_pose", skip_bad_clips=True)
-    assert builder.info.metadata["skipped_clips"] == [entry.clip_id]
+    assert builder.info.metadata["skipped_clips"] == []
+    assert victim.name in builder.info.metadata["clips_with_bad_openpose"][entry.clip_id]
 
 
 def test_unpadded_ids_and_missing_folder_are_handled(small_release, tmp_path):

@@ -1,6 +1,7 @@
 """A new user's first hour: --help on every entry point, and messages that name the real mistake in one line."""
 
 import os
+import shlex
 import subprocess
 import sys
 
@@ -88,7 +89,7 @@ def test_suggested_extract_commands_parse(setup, tmp_path):
     commands = [part.strip() for part in hint.replace("then ", "").split(", ") if part.strip().startswith("python")]
     assert commands
     for command in commands:
-        args = command.split()[2:]  # after 'python -m'
+        args = shlex.split(command)[2:]  # after 'python -m'
         args = [a.replace("<pretraining_workdir>", str(tmp_path / "run")).replace("<npy_folder>", str(tmp_path))
                 for a in args]
         proc = _run(*args)

@@ -1,7 +1,11 @@
-"""Preemption: SIGTERM to some processes of a multi-host run, and to a cross-validation, stops cleanly and resumes exactly."""
+"""Stopping: SIGTERM to some processes of a multi-host run, Ctrl-C to a run, SIGTERM to a cross-validation.
+
+Each stops cleanly (a checkpoint, one line saying how to resume, exit status 75) and resumes exactly.
+"""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -51,16 +55,18 @@ def _wait_for_step(workdir, step, procs, timeout=300):
     raise AssertionError(f"no step {step} in {timeout} s")
 
 
-def _finish(procs):
+def _finish(procs, code=0):
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
+        assert p.returncode == code, err[-3000:]
     return [err for _, err in outs]
 
 
 def _saved_step(err):
-    line = next(line for line in err.splitlines() if "SIGTERM received: saved a checkpoint at step" in line)
-    return int(line.split("at step ")[1].split(";")[0])
+    """The step of the one `error:` line a stopped run ends with (it says how to resume)."""
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "Rerun the same command to resume" in line, line
+    return int(re.search(r"at step (\d+); its checkpoint is saved", line).group(1))
 
 
 def _assert_bitwise_equal(a_dir, b_dir):
@@ -94,11 +100,31 @@ def test_sigterm_on_some_processes_saves_one_agreed_step(tiny_features, straight
         time.sleep(0.5)
         if procs[1].poll() is None:
             procs[1].send_signal(signal.SIGTERM)
-    errs = _finish(procs)  # both exit 0
+    errs = _finish(procs, code=75)  # both exit with the stop status
     saved = [_saved_step(err) for err in errs]
     assert saved[0] == saved[1] < STEPS, saved
     _finish(_start(features_dir, tmp_path))  # the rerun resumes and finishes
     _assert_bitwise_equal(straight, tmp_path)
+
+
+def test_ctrl_c_saves_says_how_to_resume_and_the_rerun_is_bitwise_exact(tiny_features, tmp_path):
+    _, features_dir, _ = tiny_features
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    straight_dir = tmp_path / "straight"
+    subprocess.run(_command(features_dir, straight_dir), cwd=ROOT, env=env, capture_output=True, check=True)
+    run = tmp_path / "stopped"
+    # a job started in the background ignores SIGINT; the child gets the default handler back, as a terminal's has
+    proc = subprocess.Popen(_command(features_dir, run), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    _wait_for_step(run, 10, [proc])
+    proc.send_signal(signal.SIGINT)
+    (err,) = _finish([proc], code=75)
+    step = _saved_step(err)
+    assert "Ctrl-C" in err and "Traceback" not in err
+    assert 10 <= step < STEPS and str(step) in os.listdir(run / "checkpoints")
+    subprocess.run(_command(features_dir, run), cwd=ROOT, env=env, capture_output=True, check=True)
+    _assert_bitwise_equal(straight_dir, run)
 
 
 def test_cross_validate_stopped_fold_records_nothing_and_resumes(tiny_features, tmp_path):
@@ -112,7 +138,7 @@ def test_cross_validate_stopped_fold_records_nothing_and_resumes(tiny_features, 
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 75, err[-2000:]
     errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "fold 1 was stopped" in errors[0] and "Rerun the same command" in errors[0]
+    assert len(errors) == 1 and "fold1 was stopped" in errors[0] and "Rerun the same command" in errors[0]
     assert not (tmp_path / "cross_validation.json").exists()
     assert not any(m["split"] == "test" for m in workdir_lib.read_metrics(str(tmp_path / "fold1")))
 
