@@ -1,11 +1,11 @@
 """Runs every benchmark and writes one Markdown table: benchmark, variant, throughput, ratio to its reference.
 
-    python benchmarks/run_all.py            # sized to finish within 8 minutes on one accelerator or a CPU
+    python benchmarks/run_all.py            # sized to finish within 9 minutes on one accelerator or a CPU
     python benchmarks/run_all.py --quick    # small sizes: a smoke test that the benchmarks still run
 
 Runs benchmarks/generator_inference.py (resnet18 and vit_b16), mini_xception_inference.py,
 audio_inference.py, train_step.py, pretrain_step.py, finetune_step.py, dense_backward.py,
-extract_end_to_end.py and predict_memory.py, one after the other,
+extract_end_to_end.py, predict_memory.py and predict_speed.py, one after the other,
 each in its own process with reduced sizes (listed in the table's notes) and a time limit;
 reads what each wrote to benchmarks/results/*.json (dense_backward: its stdout table). A
 benchmark that fails or runs out of time gets a row saying so, and the others go on. Writes the
@@ -31,7 +31,7 @@ BENCH = REPO / "benchmarks"
 RESULTS = BENCH / "results"
 
 # name -> (script, json prefix or None, full-size arguments, --quick arguments, time limits in s (full, quick));
-# the full limits add up to 480 s, so a run ends within 8 minutes whatever happens (on a slow CPU a
+# the full limits add up to 530 s, so a run ends within 9 minutes whatever happens (on a slow CPU a
 # benchmark may run out of its time and get a row saying so); the --quick ones are
 # looser (they only guard against rot, and a shared CPU can be slow).
 JOBS = {
@@ -63,6 +63,9 @@ JOBS = {
                            ["--clips", "24", "--rounds", "1", "--no-compile", "--variants", "jax,torch_eager"],
                            ["--quick", "--clips", "8", "--variants", "jax,torch_eager"], (45, 150)),
     "predict_memory": ("predict_memory.py", "predict_memory", ["--seconds", "5,50"], ["--seconds", "1,3"], (40, 120)),
+    "predict_speed": ("predict_speed.py", "predict_speed",
+                      ["--seconds", "6", "--rounds", "1", "--models", "mini_xception_fer"],
+                      ["--quick", "--models", "mini_xception_fer"], (50, 90)),
 }
 
 
@@ -117,6 +120,11 @@ def rows_of(name: str, data: dict | None, stdout: str) -> list[tuple[str, str, s
         base = runs[0]["peak_rss_mb"]
         return [(f"{r['seconds']:g} s video", f"{r['video_s_per_s']:.1f} video-s/s, peak RSS {r['peak_rss_mb']:.0f} MB",
                  f"{r['peak_rss_mb'] / base:.2f}x") for r in runs if "error" not in r]
+    if name == "predict_speed":
+        seconds = data["meta"]["seconds"]
+        return [(f"{r['model']}, detector {r['detection']}",
+                 f"{r['video_s_per_s']:.2f} video-s/s ({r['wall_s']:.1f} s for {seconds:g} s of video)",
+                 f"{r['ratio']:.2f}x") for r in data["rows"] if "error" not in r]
     if name == "dense_backward":
         out = []
         for m in re.finditer(r"^\| (\([^)]*\)) \| ([\d.]+) ms \| ([\d.]+) ms \| ([\d.]+)x \|$", stdout, re.M):
