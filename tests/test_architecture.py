@@ -10,7 +10,7 @@ PACKAGES = ("fer_jax", "tfds_dfew")
 # What fer_jax/models/ must never import: training, pretraining, the CLIs, extract, predict and the run layer.
 ABOVE_MODELS = ("fer_jax.train", "fer_jax.train_state", "fer_jax.pretrain", "fer_jax.loop", "fer_jax.runs",
                 "fer_jax.cli", "fer_jax.evaluate", "fer_jax.cross_validate", "fer_jax.extract", "fer_jax.predict",
-                "fer_jax.predictors", "fer_jax.predict_outputs", "fer_jax.input_pipeline")
+                "fer_jax.video", "fer_jax.input_pipeline", "fer_jax.bundle", "fer_jax.inference")
 # Optional or heavy libraries that may be imported inside a function, with a comment saying so.
 LAZY_OK = ("torch", "torchvision", "keras", "matplotlib", "cv2", "tensorboardX", "open_clip", "transformers",
            "av", "librosa")
@@ -135,3 +135,28 @@ def test_no_module_over_500_lines_but_the_synthetic_maker(limit):
     long = [f"{p} ({sum(1 for _ in open(p))} lines)" for m, p in modules().items()
             if sum(1 for _ in open(p)) > limit and not m.startswith("tfds_dfew.synthetic")]
     assert not long, long
+
+
+def test_the_data_layer_imports_nothing_from_fer_jax():
+    """tfds_dfew (readers, builders, descriptions) is the ground floor: fer_jax builds on it, never the reverse."""
+    known = modules()
+    bad = []
+    for m, path in known.items():
+        if not m.startswith("tfds_dfew"):
+            continue
+        for name, _, line in imports_of(path, known):  # in functions too
+            if (resolve(name, known) or name).startswith("fer_jax"):
+                bad.append(f"{path}:{line} imports {name}")
+    assert not bad, "\n".join(bad)
+
+
+def test_only_the_predict_command_and_its_floor_import_the_video_modules():
+    known = modules()
+    bad = []
+    for m, path in known.items():
+        if m.startswith("fer_jax.video") or m == "fer_jax.predict":
+            continue
+        for name, _, line in imports_of(path, known):
+            if (resolve(name, known) or name).startswith("fer_jax.video"):
+                bad.append(f"{path}:{line} imports {name}")
+    assert not bad, "\n".join(bad)
