@@ -21,3 +21,28 @@ def cpu_info() -> dict:
             break
     return {"model": model, "avx512": avx512}
 
+
+
+def process_meta(load_before: float, loads: list[float], **extra) -> dict:
+    """The `meta` of a benchmark that runs commands in processes: CPU, core count, loads, jax version, time."""
+    import os
+    import time
+
+    import jax
+
+    return {"cpu": cpu_info(), "cpu_count": os.cpu_count(), "load_before": load_before,
+            "load_after": os.getloadavg()[0], "loads": loads, "loads_text": ", ".join(f"{x:.2f}" for x in loads),
+            "jax": jax.__version__, **extra, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def write_result(results_dir: Path, prefix: str, result: dict) -> Path:
+    """Writes `result` as results_dir/<prefix>_<YYYYmmdd-HHMMSS>.json and says where on stderr."""
+    import json
+    import sys
+    import time
+
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{prefix}_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=1))
+    print(f"\nwritten: {path}", file=sys.stderr)
+    return path

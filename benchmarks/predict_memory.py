@@ -163,19 +163,11 @@ def main(args) -> dict:
         shutil.rmtree(root, ignore_errors=True)
     ok = [x for x in runs if "error" not in x]
     ratio = ok[-1]["peak_rss_mb"] / ok[0]["peak_rss_mb"] if len(ok) == len(runs) and len(ok) > 1 else None
-    import jax
-
     result = {"runs": [{k: v for k, v in x.items() if k != "tail"} | {"tail": x["tail"][-400:]} for x in runs],
               "ratio": ratio}
-    result["meta"] = {"quick": args.quick, "cpu": machine.cpu_info(), "cpu_count": os.cpu_count(),
-                      "load_before": load_before, "load_after": os.getloadavg()[0], "loads": loads,
-                      "loads_text": ", ".join(f"{x:.2f}" for x in loads), "jax": jax.__version__,
-                      "fps": FPS, "size": [W, H], "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    result["meta"] = machine.process_meta(load_before, loads, quick=args.quick, fps=FPS, size=[W, H])
     print(markdown(result))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"predict_memory_{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=1))
-    print(f"\nwritten: {path}", file=sys.stderr)
+    machine.write_result(RESULTS, "predict_memory", result)
     return result
 
 

@@ -230,18 +230,11 @@ def main(args) -> dict:
                    face_windows=out["summary"]["face_windows"],
                    compare=compare(out, outputs[reference]) if reference in outputs else None)
         rows.append(row)
-    import jax
-
     result = {"rows": rows}
-    result["meta"] = {"quick": args.quick, "seconds": seconds, "rounds": rounds, "cpu": machine.cpu_info(),
-                      "cpu_count": os.cpu_count(), "load_before": load_before, "load_after": os.getloadavg()[0],
-                      "loads": loads, "loads_text": ", ".join(f"{x:.2f}" for x in loads), "jax": jax.__version__,
-                      "fps": FPS, "size": [W, H], "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    result["meta"] = machine.process_meta(load_before, loads, quick=args.quick, seconds=seconds, rounds=rounds,
+                                          fps=FPS, size=[W, H])
     print(markdown(result))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"predict_speed_{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=1))
-    print(f"\nwritten: {path}", file=sys.stderr)
+    machine.write_result(RESULTS, "predict_speed", result)
     return result
 
 

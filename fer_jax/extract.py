@@ -29,6 +29,7 @@ import os
 
 import tensorflow_datasets as tfds
 from absl import app
+from flax import nnx
 
 from fer_jax import cli, hints, inference, input_pipeline, runs, workdir as workdir_lib, xla_defaults
 from fer_jax.data import embeddings

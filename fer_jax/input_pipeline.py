@@ -30,7 +30,7 @@ import tensorflow_datasets as tfds
 
 from fer_jax import feature_checks, hints, modalities
 from fer_jax.data.samplers import ClassBalancedSampler, labelled_subset  # noqa: F401  (part of this module's API)
-from fer_jax.errors import ConfigError, DatasetNotFoundError, FeatureSetupError
+from fer_jax.errors import ConfigError, DatasetNotFoundError, FeatureSetupError  # noqa: F401  (re-exported)
 from fer_jax.feature_checks import check_setup as check_feature_setup  # noqa: F401  (part of this module's API)
 from fer_jax.modalities.features import AUDIO_FEATURE_PREFIX  # noqa: F401  (part of this module's API)
 from tfds_dfew import datasets

@@ -58,7 +58,7 @@ class Predictor:
     batch: int = 16
     needs_keypoints: bool = False  # per_window also reads 'pose' float32[B, T, 137, 3] (OpenPose)
     needs_audio: bool = False  # per_window also reads the window's sound ('audio', 'audio_length')
-    class_names: tuple = layout.CLASS_NAMES
+    class_names: tuple = ()
     num_frames: int = DEFAULT_NUM_FRAMES
 
 
@@ -102,7 +102,8 @@ def mini_xception_predictor(*, frame_size: int = DEFAULT_FRAME_SIZE, batch: int 
     description = {"kind": "mini_xception_fer", "weights": str(getattr(report, "source", report)),
                    "frame_size": frame_size,
                    "how": "per-frame FER2013 softmax in DFEW class order, mean over the window's 16 frames"}
-    return Predictor(frame_size, per_frame, per_window, description, batch)
+    # the FER2013 network's seven classes, put in DFEW's order by to_dfew_order
+    return Predictor(frame_size, per_frame, per_window, description, batch, class_names=tuple(layout.CLASS_NAMES))
 
 
 def frame_size_of(dataset_name: str) -> int:
