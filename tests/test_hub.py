@@ -229,3 +229,20 @@ def test_cut_connection_is_reported_as_unavailable(monkeypatch, mirror):
     with pytest.raises(hub.WeightsUnavailableError) as info:
         hub.resolve("clip_vit_b16", "openai")
     assert "\n" not in str(info.value)
+
+
+def test_a_plugin_pins_its_own_weights_and_resolve_fetches_them(monkeypatch, mirror):
+    """hub.add_weights: a plug-in generator's weights by name, downloaded from the mirror and hash-checked."""
+    monkeypatch.setattr(hub, "WEIGHTS", dict(hub.WEIGHTS))
+    data = os.urandom(20_000)
+    entry = hub.WeightsFile("https://example.org/files/my_net.bin", _sha(data), "my_net.default.bin", "MIT")
+    mirror.files["/files/my_net.bin"] = data
+    hub.add_weights("my_net", "default", entry)
+    hub.add_weights("my_net", "default", entry)  # the same pin again: fine
+    assert hub.known_names("my_net") == ["default"]
+    path = hub.resolve("my_net", "default")
+    assert open(path, "rb").read() == data and mirror.requests == ["/files/my_net.bin"]
+    with pytest.raises(ValueError, match="already pinned"):
+        hub.add_weights("my_net", "default", dataclasses.replace(entry, sha256=_sha(b"other")))
+    with pytest.raises(ValueError, match="full SHA-256"):
+        hub.add_weights("my_net", "short", dataclasses.replace(entry, sha256="abc"))

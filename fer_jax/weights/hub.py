@@ -151,6 +151,20 @@ def source_url(url: str) -> str:
     return mirror.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
 
 
+def add_weights(generator: str, name: str, entry: WeightsFile) -> None:
+    """Pins weights by name for a generator a plug-in registers (`hub.resolve(generator, name)` then fetches,
+    hash-checks and caches them); adding the same entry again is a no-op, another one under a taken name an error."""
+    if not isinstance(entry, WeightsFile):
+        raise TypeError(f"add_weights({generator!r}, {name!r}): expected a hub.WeightsFile, got {type(entry).__name__}")
+    held = WEIGHTS.get((generator, name))
+    if held is not None and held != entry:
+        raise ValueError(f"weights {generator}/{name} are already pinned to {held.url} (sha256 {held.sha256[:12]}...); "
+                         "give yours another name.")
+    if len(entry.sha256) != 64 or any(c not in "0123456789abcdef" for c in entry.sha256):
+        raise ValueError(f"weights {generator}/{name}: sha256 must be the file's full SHA-256 in lower-case hex.")
+    WEIGHTS[(generator, name)] = entry
+
+
 def known_names(generator: str) -> list[str]:
     return sorted(name for gen, name in WEIGHTS if gen == generator)
 
