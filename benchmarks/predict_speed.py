@@ -45,6 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))  # machine.py, also when this file is imported by tests
 sys.path.insert(0, str(REPO))  # configs/, when run as `python benchmarks/predict_speed.py`
 import machine  # noqa: E402
+import tiny_data  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 FPS = 25
@@ -79,20 +80,10 @@ def write_video(path: str, seconds: float, fps: int = FPS) -> int:
 
 def train_tiny_run(root: str, steps: int) -> str:
     """A configs/fusion.py:face run on mini_xception_fer features of a tiny synthetic DFEW; returns its workdir."""
-    from configs import extract as extract_configs
     from configs import fusion
-    from fer_jax import extract, train
-    from tfds_dfew import build, synthetic
+    from fer_jax import train
 
-    release = os.path.join(root, "release", "DFEW")
-    synthetic.generate(release, 24, seed=3, frame_size=64, max_frames=20, workers=1, audio=False)
-    frames_dir, features_dir = os.path.join(root, "tfds"), os.path.join(root, "features")
-    build.build(release, frames_dir, config="frames64", num_workers=2)
-    c = extract_configs.get_config("mini_xception_fer")
-    c.source.name, c.source.data_dir = "dfew/frames64", frames_dir
-    c.output.name, c.output.data_dir = "mini_xception_fer", features_dir
-    c.batch_size = 8
-    extract.extract(c)
+    features_dir = tiny_data.features(root)
     c = fusion.get_config("face")
     c.dataset.data_dir = features_dir
     c.batch_size, c.eval_batch_size, c.num_train_steps = 8, 8, steps

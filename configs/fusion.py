@@ -136,6 +136,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.log_every = 50
     c.eval_every = 1000
     c.checkpoint_every = 500
+    # multi-process runs: the most seconds between two agreements on stopping (SIGTERM / Ctrl-C); each
+    # agreement blocks the host, so not every step (0: after every step). Keep it below the grace period.
+    c.stop_check_s = 10.0
     c.keep_checkpoints = 2
     c.skip_nonfinite_batches = False
     c.progress_bar = True

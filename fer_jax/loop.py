@@ -9,9 +9,17 @@ status 75 (`RunStopped`). A second Ctrl-C while it saves quits at once (the last
 checkpoint stays; Orbax never leaves a half-written one that looks complete).
 
 Stopping is decided the same way on every process: each process turns the signal into a local
-flag, and after every step the processes all-gather their flags; if any is set, all of them save
-the same step and stop. (A flag acted on by one process alone would make it leave the collective
-save or the next step while the others wait for it.) A single process needs no all-gather.
+flag, and at agreed steps (stop checks) the processes all-gather their flags; if any is set, all
+of them save the same step and stop. (A flag acted on by one process alone would make it leave
+the collective save or the next step while the others wait for it.) An all-gather blocks the host
+until the steps before it have run, so with several processes it is not done after every step:
+each check also gathers every process's seconds per step since the previous check, and the next
+check comes after as many steps as fit in `config.stop_check_s` seconds on the slowest process
+(`StopSchedule`), and at every checkpoint step and the last one. All processes compute the same
+interval from the same gathered numbers, so they check at the same steps. A stop therefore
+takes effect within about `stop_check_s` seconds (plus the save): keep it well below the
+scheduler's grace period. A single process reads its own flag after every step (no sync);
+`stop_check_s=0` checks after every step everywhere (the behaviour before the schedule).
 """
 
 from __future__ import annotations
@@ -35,6 +43,10 @@ from fer_jax import parallel, workdir as workdir_lib
 from fer_jax.errors import NonFiniteLossError
 
 log = logging.getLogger(__name__)
+
+
+def _processes() -> int:
+    return jax.process_count()
 
 
 class Preemption:
@@ -69,14 +81,16 @@ class Preemption:
             print("\nCtrl-C: saving a checkpoint at the end of this step (Ctrl-C again to quit at once) ...",
                   file=sys.stderr, flush=True)
 
-    def agreed(self) -> bool:
-        """Called by every process at the same step: the OR of every process's flag."""
-        if jax.process_count() == 1:
+    def agreed(self, seconds_per_step: float = 0.0) -> tuple[bool, float]:
+        """Called by every process at the same step: (the OR of every process's flag, the largest
+        seconds_per_step any process passed); a single process gathers nothing."""
+        if _processes() == 1:
             self.stopped = self.requested
-        else:
-            flags = multihost_utils.process_allgather(np.asarray([self.requested], np.int32))
-            self.stopped = bool(np.asarray(flags).any())
-        return self.stopped
+            return self.stopped, seconds_per_step
+        gathered = np.asarray(multihost_utils.process_allgather(
+            np.asarray([float(self.requested), float(seconds_per_step)], np.float64))).reshape(-1, 2)
+        self.stopped = bool(gathered[:, 0].any())
+        return self.stopped, float(gathered[:, 1].max())
 
     def __exit__(self, *exc):
         # After a stop, the SIGTERM handler stays: a scheduler's second SIGTERM (or one that reaches this host
@@ -84,6 +98,41 @@ class Preemption:
         for sig, previous in self._previous.items():
             if previous is not None and (sig == signal.SIGINT or not (self.requested or self.stopped)):
                 signal.signal(sig, previous)
+
+
+class StopSchedule:
+    """At which steps the processes agree on stopping: every step for one process; with several, the
+    steps that fit in `budget_s` seconds at the slowest process's pace, and every forced step.
+
+    `due(step)`: is `step` a check (the caller passes `forced` for checkpoint and last steps).
+    `checked(step, slowest_s_per_step)`: after a check, with the gathered pace; sets the next one.
+    The interval is a function of gathered numbers only, so every process gets the same steps.
+    """
+
+    MAX_INTERVAL = 10_000
+
+    def __init__(self, start: int, budget_s: float, processes: int):
+        self.every_step = processes == 1 or budget_s <= 0
+        self.budget_s = float(budget_s)
+        self.next = start + 1  # the first check after the first step (it measures nothing yet)
+        self._last_step, self._last_time = start, None
+
+    def due(self, step: int, forced: bool = False) -> bool:
+        return self.every_step or forced or step >= self.next
+
+    def pace(self, step: int) -> float:
+        """This process's seconds per step since the previous check (0 before the first)."""
+        now = time.perf_counter()
+        seconds = 0.0 if self._last_time is None else (now - self._last_time) / max(step - self._last_step, 1)
+        self._last_step, self._last_time = step, now
+        return seconds
+
+    def checked(self, step: int, slowest_s_per_step: float) -> None:
+        if slowest_s_per_step <= 0:
+            interval = 1
+        else:
+            interval = int(min(max(self.budget_s / slowest_s_per_step, 1), self.MAX_INTERVAL))
+        self.next = step + interval
 
 
 def stopped_message(result: dict, workdir: str, what: str = "the run") -> str:
@@ -115,10 +164,12 @@ def run(config, workdir: str, *, state, mesh, train_step: Callable, stream: Call
     checkpoint) unless skip_nonfinite, which counts `skipped_batches` instead. every_step(step,
     state) runs after each step (e.g. a periodic evaluation).
     """
-    start = checkpoints.latest_step() or 0
-    if start:
-        state = checkpoints.restore(start, ckpt_lib.abstract_like(state, parallel.replicated(mesh)))
-        log.info("resumed from checkpoint at step %d in %s", start, checkpoints.directory)
+    start = 0
+    if checkpoints.latest_step():
+        found = checkpoints.restore_latest(ckpt_lib.abstract_like(state, parallel.replicated(mesh)))
+        if found is not None:
+            start, state = found
+            log.info("resumed from checkpoint at step %d in %s", start, checkpoints.directory)
     metrics_log.drop_after(start)
     batches = stream(start)
     total, log_every = int(config.num_train_steps), int(config.log_every)
@@ -153,6 +204,7 @@ def run(config, workdir: str, *, state, mesh, train_step: Callable, stream: Call
             checkpoints.save(step, state)
 
     step, stopped, t0 = start, False, time.time()
+    schedule = StopSchedule(start, float(config.get("stop_check_s", 0) or 0), _processes())
     with Preemption() as preemption:
         while step < total:
             batch = parallel.global_batch(next(batches), mesh)
@@ -165,8 +217,11 @@ def run(config, workdir: str, *, state, mesh, train_step: Callable, stream: Call
                 flush(step)
             if every_step is not None:
                 every_step(step, state)
-            stopped = preemption.agreed()
-            if (ckpt_every and step % ckpt_every == 0) or step == total or stopped:
+            scheduled_save = bool(ckpt_every and step % ckpt_every == 0) or step == total
+            if schedule.due(step, forced=scheduled_save):
+                stopped, slowest = preemption.agreed(schedule.pace(step))
+                schedule.checked(step, slowest)
+            if scheduled_save or stopped:
                 flush(step)
                 save(step)
             if stopped:

@@ -24,6 +24,7 @@ RESUMABLE_KEYS = (
     "log_every",
     "eval_every",
     "checkpoint_every",
+    "stop_check_s",
     "keep_checkpoints",
     "progress_bar",
 )

@@ -29,7 +29,7 @@ def _command(features_dir, workdir, steps=STEPS):
             "--config.batch_size=8", f"--config.num_train_steps={steps}", "--config.checkpoint_every=0",
             "--config.log_every=1", "--config.model.width=16", "--config.model.depth=1",
             "--config.model.mlp_dim=32", "--config.progress_bar=False", "--config.eval_batch_size=8",
-            "--config.eval_every=0"]
+            "--config.eval_every=0", "--config.stop_check_s=0.3"]
 
 
 def _start(features_dir, workdir, processes=2):
