@@ -4,12 +4,20 @@ Layout: <workdir>/checkpoints/<step>/state (runs made before 2026-11 also hold a
 training stream is a function of (seed, step), so the step restores it. Orbax writes each checkpoint to a
 temporary folder and renames it when complete, so a run killed mid-save never leaves a
 checkpoint that looks complete; `latest_step()` only sees finished ones.
+
+A finished checkpoint can still be unreadable (a truncated or corrupted array file, a disk that
+filled up). `restore_latest` tells that apart from a checkpoint of another model: Orbax reports a
+tree or shape that differs from the state it restores into as ValueError / KeyError / TypeError
+with readable metadata (CheckpointMismatchError: nothing is touched); any other failure to read
+moves the checkpoint aside to `<step>.unreadable-<time>` (so the next save of that step cannot
+collide with it), names it in a one-line warning, and tries the previous one.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 
 import jax
 import orbax.checkpoint as ocp
@@ -50,12 +58,57 @@ class RunCheckpoints:
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
         except (ValueError, KeyError, TypeError) as e:
-            raise CheckpointMismatchError(
-                f"checkpoint {os.path.join(self.directory, str(step))} does not fit this model: "
-                f"{str(e).splitlines()[0][:400]}. It was probably written by a run with another model "
-                "config; use that run's config, or a fresh --workdir."
-            ) from None
+            raise self._mismatch(step, e) from None
         return restored["state"]
+
+    def _mismatch(self, step: int, e: BaseException) -> CheckpointMismatchError:
+        return CheckpointMismatchError(
+            f"checkpoint {os.path.join(self.directory, str(step))} does not fit this model: "
+            f"{str(e).splitlines()[0][:400]}. It was probably written by a run with another model "
+            "config; use that run's config, or a fresh --workdir.")
+
+    def _metadata_readable(self, step: int) -> bool:
+        try:
+            self.manager.item_metadata(step)
+            return True
+        except Exception:  # noqa: BLE001  (whatever reading the metadata raises: unreadable)
+            return False
+
+    def _move_aside(self, step: int) -> str:
+        """Renames checkpoint `step` to <step>.unreadable-<time> (process 0; the others wait) and reloads."""
+        src = os.path.join(self.directory, str(step))
+        dst = f"{src}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
+        if jax.process_index() == 0:
+            os.replace(src, dst)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"fer_jax: checkpoint {step} moved aside")
+        self.manager.reload()
+        return dst
+
+    def restore_latest(self, abstract_state) -> tuple[int, object] | None:
+        """(step, state) of the newest checkpoint that fits and can be read, or None when there is none.
+
+        A checkpoint of another model raises CheckpointMismatchError; one that fits but cannot be read
+        is moved aside with a warning, and the one before it is tried.
+        """
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                restored = self.manager.restore(
+                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+            except Exception as e:  # noqa: BLE001  (TensorStore raises a bare Exception for a truncated file)
+                # Orbax reports a tree or shape that differs from this model's as ValueError / KeyError /
+                # TypeError; reading a damaged file fails otherwise (or the metadata itself cannot be read).
+                if isinstance(e, (ValueError, KeyError, TypeError)) and self._metadata_readable(step):
+                    raise self._mismatch(step, e) from None
+                moved = self._move_aside(step)
+                reason = str(e).splitlines()[0][:200] if str(e) else ""
+                log.warning("checkpoint %s cannot be read (%s: %s); moved it to %s and resuming from the one "
+                            "before it.", os.path.join(self.directory, str(step)), type(e).__name__, reason, moved)
+                continue
+            return step, restored["state"]
+        return None
 
     def close(self) -> None:
         self.manager.wait_until_finished()
