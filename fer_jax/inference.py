@@ -11,6 +11,11 @@
 video's windows: `face_features` on the tracked face crops of full chunks of windows,
 `sound_features` on each window's sound, `omnivec_features` on the window's assembled record.
 Both therefore compute a feature the same way, through the same compiled functions.
+
+Every call runs on all of this host's devices: the generators' weights are replicated on a
+('data',) mesh of the local devices and each batch whose rows divide over them is sharded along
+its first axis (rows are computed independently, so the features are those of one device; a
+test compares 8 forced CPU devices with 1); a batch that does not divide runs replicated.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import dataclasses
 import jax
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fer_jax.data import audio as audio_lib
 from fer_jax.errors import ConfigError
@@ -40,16 +46,38 @@ class OmniVecPart:
     where: str  # its pretraining run, for messages
 
 
+class LocalDevices:
+    """This host's devices as a ('data',) mesh: weights replicated, batches split along their first axis."""
+
+    def __init__(self, devices=None):
+        self.devices = list(devices if devices is not None else jax.local_devices())
+        self.mesh = Mesh(np.asarray(self.devices), ("data",))
+        self.replicated = NamedSharding(self.mesh, PartitionSpec())
+        self.rows = NamedSharding(self.mesh, PartitionSpec("data"))
+
+    def replicate(self, tree):
+        return jax.device_put(tree, self.replicated) if len(self.devices) > 1 else tree
+
+    def split(self, *arrays):
+        """The arrays sharded over the devices when their rows divide (else as they are: one device computes)."""
+        n = len(self.devices)
+        if n == 1 or any(len(a) % n for a in arrays):
+            return arrays
+        return tuple(jax.device_put(a, self.rows) for a in arrays)
+
+
 class FeatureRunner:
     """The generators of one features setup, by feature key (see the module docstring)."""
 
     def __init__(self, *, face: dict | None = None, audio: dict | None = None, omnivec: dict | None = None,
-                 external: dict | None = None, batch: int = 16, max_seconds: float = 30.0):
+                 external: dict | None = None, batch: int = 16, max_seconds: float = 30.0, devices=None):
         self.face, self.audio = dict(face or {}), dict(audio or {})
         self.omnivec, self.external = dict(omnivec or {}), dict(external or {})
         self.batch, self.max_seconds = int(batch), float(max_seconds)
+        self.local = LocalDevices(devices)
         if self.face:
-            face_graph, self._face_state = nnx.split(self.face)
+            face_graph, face_state = nnx.split(self.face)
+            self._face_state = self.local.replicate(face_state)
 
             @jax.jit
             def face_compute(state, frames):
@@ -58,7 +86,8 @@ class FeatureRunner:
 
             self._face_compute = face_compute
         if self.audio:
-            audio_graph, self._audio_state = nnx.split(self.audio)
+            audio_graph, audio_state = nnx.split(self.audio)
+            self._audio_state = self.local.replicate(audio_state)
 
             @jax.jit
             def audio_compute(state, waveform, lengths):
@@ -75,7 +104,7 @@ class FeatureRunner:
             def omnivec_compute(state, inputs, masks, graph=graph):
                 return nnx.merge(graph, state)(inputs, masks, train=False)
 
-            self._omnivec_compute[key] = (omnivec_compute, state)
+            self._omnivec_compute[key] = (omnivec_compute, self.local.replicate(state))
 
     @property
     def keys(self) -> list[str]:
@@ -87,9 +116,10 @@ class FeatureRunner:
         clips per call (one more compiled shape) rather than padding to the batch."""
         step = generators.inference_rows_per_step(clips.shape[1])
         if len(clips) == self.batch or not step:
-            out = jax.device_get(self._face_compute(self._face_state, pad_rows(clips, self.batch)))
+            out = jax.device_get(self._face_compute(self._face_state, *self.local.split(pad_rows(clips, self.batch))))
         else:
-            parts = [jax.device_get(self._face_compute(self._face_state, pad_rows(clips[i : i + step], step)))
+            parts = [jax.device_get(self._face_compute(self._face_state,
+                                                       *self.local.split(pad_rows(clips[i : i + step], step))))
                      for i in range(0, len(clips), step)]
             out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         return {k: v[: len(clips)] for k, v in out.items()}
@@ -101,8 +131,8 @@ class FeatureRunner:
         outs = []
         for start in range(0, n, self.batch):
             w, f = waveform[start : start + self.batch], fitted[start : start + self.batch]
-            out = jax.device_get(self._audio_compute(self._audio_state, pad_rows(w, self.batch),
-                                                     pad_rows(f, self.batch)))
+            waves, fits = self.local.split(pad_rows(w, self.batch), pad_rows(f, self.batch))
+            out = jax.device_get(self._audio_compute(self._audio_state, waves, fits))
             outs.append({k: np.asarray(v)[: len(w)] for k, v in out.items()})
         return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
@@ -120,7 +150,9 @@ class FeatureRunner:
             batch = {k: pad_rows(np.stack([ex[k] for ex in chunk]), self.batch) for k in chunk[0]}
             modalities = part.module.modalities
             masks = {m: batch[f"mask/{m}"] for m in modalities if f"mask/{m}" in batch}
-            out = jax.device_get(compute(state, {m: batch[m] for m in modalities}, masks))
+            inputs = dict(zip(modalities, self.local.split(*[batch[m] for m in modalities])))
+            masks = dict(zip(masks, self.local.split(*masks.values()))) if masks else masks
+            out = jax.device_get(compute(state, inputs, masks))
             outs.append(np.asarray(out)[: len(chunk)])
         return np.concatenate(outs)
 
