@@ -140,6 +140,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # agreement blocks the host, so not every step (0: after every step). Keep it below the grace period.
     c.stop_check_s = 10.0
     c.keep_checkpoints = 2
+    c.async_checkpointing = True  # the step goes on while a checkpoint is written
     c.skip_nonfinite_batches = False
     c.progress_bar = True
     return c

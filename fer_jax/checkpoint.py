@@ -1,5 +1,9 @@
 """Orbax checkpoints of a run's train state.
 
+Saves may be asynchronous (`async_save`; training's `config.async_checkpointing`, on by default):
+the step goes on while Orbax writes, and the loop waits for a save in flight before it returns,
+stops or raises.
+
 Layout: <workdir>/checkpoints/<step>/state (runs made before 2026-11 also hold an unread `meta`). The data position is not stored: the
 training stream is a function of (seed, step), so the step restores it. Orbax writes each checkpoint to a
 temporary folder and renames it when complete, so a run killed mid-save never leaves a
@@ -30,13 +34,15 @@ log = logging.getLogger(__name__)
 class RunCheckpoints:
     """Saves and restores the `state` item with an Orbax CheckpointManager."""
 
-    def __init__(self, workdir: str, *, max_to_keep: int | None = 3, read_only: bool = False):
+    def __init__(self, workdir: str, *, max_to_keep: int | None = 3, read_only: bool = False,
+                 async_save: bool = False):
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self.async_save = bool(async_save) and not read_only
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
             create=not read_only,
             read_only=read_only,
-            enable_async_checkpointing=False,
+            enable_async_checkpointing=self.async_save,
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -47,7 +53,15 @@ class RunCheckpoints:
         return list(self.manager.all_steps())
 
     def save(self, step: int, state) -> None:
+        """Saves `state` as checkpoint `step`. With async_save, returns once Orbax has copied the arrays off
+        the devices (so the next step may donate their buffers) and writes them in the background; a save
+        still in flight is finished by the next save, `wait()` or `close()`."""
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
+        if not self.async_save:
+            self.manager.wait_until_finished()
+
+    def wait(self) -> None:
+        """Returns when no save is in flight (the checkpoint is then complete on disk)."""
         self.manager.wait_until_finished()
 
     def restore(self, step: int, abstract_state):

@@ -24,6 +24,7 @@ scheduler's grace period. A single process reads its own flag after every step (
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -135,6 +136,21 @@ class StopSchedule:
         self.next = step + interval
 
 
+@contextlib.contextmanager
+def _saves_finished(checkpoints):
+    """On the way out of the loop (done, stopped, or an error such as a non-finite loss), a checkpoint save
+    still in flight is finished first; not after a second Ctrl-C, which quits at once (the last complete
+    checkpoint stays: an unfinished one is never taken as complete)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        checkpoints.wait()
+        raise
+    checkpoints.wait()
+
+
 def stopped_message(result: dict, workdir: str, what: str = "the run") -> str:
     """The one line a stopped run ends with: where it stopped, that it saved, how to resume."""
     return (f"{what} was stopped by {result.get('signal') or 'a signal'} at step {result['step']}; its checkpoint is "
@@ -205,7 +221,7 @@ def run(config, workdir: str, *, state, mesh, train_step: Callable, stream: Call
 
     step, stopped, t0 = start, False, time.time()
     schedule = StopSchedule(start, float(config.get("stop_check_s", 0) or 0), _processes())
-    with Preemption() as preemption:
+    with Preemption() as preemption, _saves_finished(checkpoints):
         while step < total:
             batch = parallel.global_batch(next(batches), mesh)
             state, stats = train_step(state, batch, jax.random.fold_in(base_key, step))

@@ -151,7 +151,8 @@ def pretrain(config, workdir: str) -> dict:
                                                  process_count=jax.process_count(), start_step=start, source=source))
 
     metrics_log = workdir_lib.MetricsLog(workdir, enabled=is_main)
-    checkpoints = ckpt_lib.RunCheckpoints(workdir, max_to_keep=config.get("keep_checkpoints", 2))
+    checkpoints = ckpt_lib.RunCheckpoints(workdir, max_to_keep=config.get("keep_checkpoints", 2),
+                                         async_save=bool(config.get("async_checkpointing", True)))
     done = loop.run(config, workdir, state=state, mesh=mesh, train_step=train_step, stream=stream,
                     metrics_log=metrics_log, checkpoints=checkpoints, split="pretrain")
     result = {"steps": done.step, "step": done.step, "clips": num_clips, "stopped": done.stopped,

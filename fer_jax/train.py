@@ -282,7 +282,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                         description=data.description)
 
     metrics_log = workdir_lib.MetricsLog(workdir, enabled=is_main)
-    checkpoints = ckpt_lib.RunCheckpoints(workdir, max_to_keep=config.get("keep_checkpoints", 3))
+    checkpoints = ckpt_lib.RunCheckpoints(workdir, max_to_keep=config.get("keep_checkpoints", 3),
+                                         async_save=bool(config.get("async_checkpointing", True)))
     total, eval_every = int(config.num_train_steps), int(config.get("eval_every", 0) or 0)
 
     def periodic_eval(step, state):

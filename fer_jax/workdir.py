@@ -25,6 +25,7 @@ RESUMABLE_KEYS = (
     "eval_every",
     "checkpoint_every",
     "stop_check_s",
+    "async_checkpointing",
     "keep_checkpoints",
     "progress_bar",
 )

@@ -1,6 +1,7 @@
-"""A newest checkpoint that cannot be read (a truncated array file) is moved aside with a warning and the
-run resumes from the one before it, ending bitwise equal to an uninterrupted run; a checkpoint of another
-model is still refused, untouched."""
+"""Checkpoints: an asynchronous save never reads buffers the next step donates; a newest checkpoint that
+cannot be read (a truncated array file) is moved aside with a warning and the run resumes from the one
+before it, ending bitwise equal to an uninterrupted run; a checkpoint of another model is still refused,
+untouched. (Killing a run mid-save is in tests/test_train.py's SIGKILL test, with async saves on.)"""
 
 import glob
 import logging
@@ -67,3 +68,24 @@ def test_a_checkpoint_of_another_model_is_refused_and_left_alone(tiny_features, 
     finally:
         checkpoints.close()
     assert sorted(os.listdir(os.path.join(run, "checkpoints"))) == ["4"]
+
+
+def test_an_async_save_never_reads_the_buffers_the_next_step_donates(tmp_path):
+    state = {"w": jax.numpy.arange(300_000, dtype=jax.numpy.float32), "b": {"c": jax.numpy.ones((400, 400)) * 3}}
+    expected = jax.tree.map(np.asarray, state)
+    step = jax.jit(lambda s: jax.tree.map(lambda x: x * 0 - 1, s), donate_argnums=0)
+    checkpoints = ckpt_lib.RunCheckpoints(str(tmp_path), async_save=True)
+    try:
+        checkpoints.save(1, state)
+        leaves = jax.tree.leaves(state)
+        state = jax.block_until_ready(step(state))  # donates the buffers the save was given ...
+        for x in leaves:
+            if not x.is_deleted():
+                x.delete()  # ... and where the backend did not take them, they are freed here
+        checkpoints.wait()
+        abstract = ckpt_lib.abstract_like(state, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+        restored = checkpoints.restore(1, abstract)
+    finally:
+        checkpoints.close()
+    for key, value in _flatten(expected):
+        np.testing.assert_array_equal(dict(_flatten(restored))[key], value, err_msg=key)
