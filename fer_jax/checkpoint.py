@@ -129,6 +129,14 @@ class RunCheckpoints:
         self.manager.close()
 
 
+def has_finished(workdir: str) -> bool:
+    """Whether `workdir` holds a finished checkpoint (a run that resumes, whose restore overwrites the whole
+    state: pretrained weights need not be loaded first). Orbax gives a checkpoint its step's name only
+    once it is complete."""
+    directory = os.path.join(workdir, "checkpoints")
+    return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
 def abstract_like(state, sharding):
     """ShapeDtypeStructs of `state` placed with `sharding` (the target of a restore)."""
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state)

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from fer_jax import checkpoint as ckpt_lib
 from fer_jax import parallel, workdir as workdir_lib
-from fer_jax.errors import NonFiniteLossError
+from fer_jax.errors import CheckpointMismatchError, NonFiniteLossError
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def run(config, workdir: str, *, state, mesh, train_step: Callable, stream: Call
         metrics_log: workdir_lib.MetricsLog, checkpoints: ckpt_lib.RunCheckpoints, split: str = "train",
         nonfinite_advice: str = "Lower config.optimizer.lr and rerun in a new --workdir.",
         skip_nonfinite: bool = False, every_step: Callable[[int, Any], None] | None = None,
-        postfix: tuple[str, ...] = ("loss",)) -> LoopResult:
+        postfix: tuple[str, ...] = ("loss",), initialised: bool = True) -> LoopResult:
     """Trains `state` from the newest checkpoint in `checkpoints` to config.num_train_steps.
 
     train_step(state, global batch, key) -> (state, stats), stats a dict of scalars with 'loss'
@@ -178,7 +178,9 @@ def run(config, workdir: str, *, state, mesh, train_step: Callable, stream: Call
     this process's batches from that step on. Each logged line (split `split`) is the mean of the
     stats since the last one; a non-finite step raises NonFiniteLossError (keeping the last good
     checkpoint) unless skip_nonfinite, which counts `skipped_batches` instead. every_step(step,
-    state) runs after each step (e.g. a periodic evaluation).
+    state) runs after each step (e.g. a periodic evaluation). initialised=False: `state` was built
+    without its pretrained weights because a checkpoint was there to restore (one that turns out
+    unreadable, and every one before it, is then an error: the rerun starts from the weights).
     """
     start = 0
     if checkpoints.latest_step():
@@ -186,6 +188,11 @@ def run(config, workdir: str, *, state, mesh, train_step: Callable, stream: Call
         if found is not None:
             start, state = found
             log.info("resumed from checkpoint at step %d in %s", start, checkpoints.directory)
+    if not start and not initialised:
+        raise CheckpointMismatchError(
+            f"no checkpoint in {checkpoints.directory} could be read (each was moved aside, see the warnings), and "
+            "this run was set up to resume without loading its pretrained weights. Rerun the same command: it "
+            "starts from the pretrained weights.")
     metrics_log.drop_after(start)
     batches = stream(start)
     total, log_every = int(config.num_train_steps), int(config.log_every)

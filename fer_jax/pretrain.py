@@ -132,7 +132,10 @@ def pretrain(config, workdir: str) -> dict:
         workdir_lib.check_claim(workdir, config)
     source = data.source(split)
     data.input_shapes = input_pipeline.example_shapes(config, source=source)
-    graphdef, tx, state = train_state.init(config, runs.model_builder(config, data.input_shapes))
+    resuming = ckpt_lib.has_finished(workdir)  # the restore overwrites every weight: none is loaded first
+    build = runs.model_builder(config, data.input_shapes, pretrained=not resuming,
+                               workdir=workdir if resuming else None)
+    graphdef, tx, state = train_state.init(config, build)
     if is_main:  # the workdir is claimed only now that the run can start
         workdir_lib.claim(workdir, config)
         runs.write_input_shapes(workdir, data.input_shapes)
@@ -154,7 +157,7 @@ def pretrain(config, workdir: str) -> dict:
     checkpoints = ckpt_lib.RunCheckpoints(workdir, max_to_keep=config.get("keep_checkpoints", 2),
                                          async_save=bool(config.get("async_checkpointing", True)))
     done = loop.run(config, workdir, state=state, mesh=mesh, train_step=train_step, stream=stream,
-                    metrics_log=metrics_log, checkpoints=checkpoints, split="pretrain")
+                    metrics_log=metrics_log, checkpoints=checkpoints, split="pretrain", initialised=not resuming)
     result = {"steps": done.step, "step": done.step, "clips": num_clips, "stopped": done.stopped,
               "signal": done.signal_name}
     if not done.stopped:

@@ -256,7 +256,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
         workdir_lib.check_claim(workdir, config)
 
     # -- Model, optimizer, train state --------------------------------------------------------------
-    graphdef, tx, state = train_state.init(config, runs.model_builder(config, data.input_shapes))
+    resuming = ckpt_lib.has_finished(workdir)  # the restore overwrites every weight: none is loaded first
+    build = runs.model_builder(config, data.input_shapes, pretrained=not resuming,
+                               workdir=workdir if resuming else None)
+    graphdef, tx, state = train_state.init(config, build)
     train_state.check_batchnorm_batch(config, state, mesh)
     state = jax.device_put(state, parallel.replicated(mesh))
     class_counts = None
@@ -301,7 +304,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     done = loop.run(
         config, workdir, state=state, mesh=mesh, train_step=trainer.train_step, stream=stream,
-        metrics_log=metrics_log, checkpoints=checkpoints, split="train", every_step=periodic_eval,
+        metrics_log=metrics_log, checkpoints=checkpoints, split="train", initialised=not resuming,
+        every_step=periodic_eval,
         skip_nonfinite=bool(config.get("skip_nonfinite_batches", False)), postfix=("loss", "accuracy"),
         nonfinite_advice="Lower config.optimizer.lr, set config.optimizer.grad_clip_norm, or set "
                          "config.skip_nonfinite_batches=True to skip such batches.")

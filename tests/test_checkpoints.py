@@ -89,3 +89,29 @@ def test_an_async_save_never_reads_the_buffers_the_next_step_donates(tmp_path):
         checkpoints.close()
     for key, value in _flatten(expected):
         np.testing.assert_array_equal(dict(_flatten(restored))[key], value, err_msg=key)
+
+
+def test_a_resumed_run_loads_no_pretrained_weights_and_an_unreadable_only_checkpoint_is_one_error(
+        tiny_features, tmp_path, monkeypatch):
+    from fer_jax import runs
+
+    _, out, _ = tiny_features
+    seen = []
+    real = runs.registry.build_model
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("pretrained", True))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runs.registry, "build_model", spy)
+    run = str(tmp_path / "run")
+    config = _config(out, num_train_steps=4, keep_checkpoints=1)
+    first = train.train_and_evaluate(config, run)
+    assert seen == [True]
+    again = train.train_and_evaluate(_config(out, num_train_steps=4, keep_checkpoints=1), run)  # resumes at the end
+    assert seen == [True, False] and again["confusion_matrix"] == first["confusion_matrix"]
+    _truncate_largest_array_file(os.path.join(run, "checkpoints", "4"))
+    with pytest.raises(CheckpointMismatchError, match="Rerun the same command: it starts from the pretrained"):
+        train.train_and_evaluate(_config(out, num_train_steps=4, keep_checkpoints=1), run)
+    rerun = train.train_and_evaluate(_config(out, num_train_steps=4, keep_checkpoints=1), run)
+    assert seen[-1] is True and rerun["confusion_matrix"] == first["confusion_matrix"]
