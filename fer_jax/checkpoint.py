@@ -25,6 +25,7 @@ import time
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from fer_jax.errors import CheckpointMismatchError
 
@@ -95,8 +96,6 @@ class RunCheckpoints:
         if jax.process_index() == 0:
             os.replace(src, dst)
         if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
             multihost_utils.sync_global_devices(f"fer_jax: checkpoint {step} moved aside")
         self.manager.reload()
         return dst
