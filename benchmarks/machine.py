@@ -46,3 +46,13 @@ def write_result(results_dir: Path, prefix: str, result: dict) -> Path:
     path.write_text(json.dumps(result, indent=1))
     print(f"\nwritten: {path}", file=sys.stderr)
     return path
+
+
+def describe(meta: dict, per: str = "run") -> str:
+    """'CPU <model> (with AVX-512), 2 cores; load average a before, b after (per <per>: ...); jax V.' from process_meta,
+    plus the --quick caveat when meta says so."""
+    cpu = meta["cpu"]
+    avx = {True: "with AVX-512", False: "no AVX-512", None: "AVX-512 unknown"}[cpu["avx512"]]
+    return (f"CPU {cpu['model']} ({avx}), {meta['cpu_count']} cores; load average {meta['load_before']:.2f} before, "
+            f"{meta['load_after']:.2f} after (per {per}: {meta['loads_text']}); jax {meta['jax']}."
+            + (" --quick: a smoke test, not a measurement." if meta.get("quick") else ""))

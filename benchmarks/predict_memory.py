@@ -106,12 +106,8 @@ def coverage(out_dir: str, video: str) -> dict:
 
 def markdown(r: dict) -> str:
     m = r["meta"]
-    cpu = m["cpu"]
-    avx = {True: "with AVX-512", False: "no AVX-512", None: "AVX-512 unknown"}[cpu["avx512"]]
     lines = [f"Streaming predict (`python -m fer_jax.predict --model mini_xception_fer VIDEO`), {W}x{H} mp4v at {FPS} fps, "
-             f"each command in its own process. CPU {cpu['model']} ({avx}), {m['cpu_count']} cores; load average "
-             f"{m['load_before']:.2f} before, {m['load_after']:.2f} after (per run: {m['loads_text']}); jax {m['jax']}."
-             + (" --quick: a smoke test, not a measurement." if m["quick"] else ""), "",
+             "each command in its own process. " + machine.describe(m), "",
              "| video | frames | peak RSS | vs shortest | wall | video-s per s | windows (with a face) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     base = r["runs"][0].get("peak_rss_mb") if r["runs"] and "error" not in r["runs"][0] else None

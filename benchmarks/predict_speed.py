@@ -136,13 +136,9 @@ def compare(new: dict, old: dict) -> dict:
 
 def markdown(r: dict) -> str:
     m = r["meta"]
-    cpu = m["cpu"]
-    avx = {True: "with AVX-512", False: "no AVX-512", None: "AVX-512 unknown"}[cpu["avx512"]]
     lines = [f"Whole predict command (start-up, JSON, CSV and PNG included) on a {m['seconds']:g} s {W}x{H} mp4v "
-             f"video at {FPS} fps, {m['rounds']} interleaved round(s), median wall time. CPU {cpu['model']} ({avx}), "
-             f"{m['cpu_count']} cores; load average {m['load_before']:.2f} before, {m['load_after']:.2f} after (per "
-             f"round: {m['loads_text']}); jax {m['jax']}." + (" --quick: a smoke test, not a measurement."
-                                                                 if m["quick"] else ""), "",
+             f"video at {FPS} fps, {m['rounds']} interleaved round(s), median wall time. "
+             + machine.describe(m, per="round"), "",
              "| model | face detection | wall | video-s per s | vs every frame | detector ran on | "
              "status differs | min IoU | max prob diff |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for x in r["rows"]:

@@ -79,12 +79,8 @@ def run_two_processes(features_dir: str, workdir: str, steps: int, budget: float
 
 def markdown(result: dict) -> str:
     m = result["meta"]
-    cpu = m["cpu"]
     head = (f"2-process training (one CPU device each, fusion `face`, width 16, batch 8), {m['steps']} steps, "
-            f"{m['rounds']} interleaved round(s), median. CPU {cpu['model']} "
-            f"({'with' if cpu['avx512'] else 'without'} AVX-512), {m['cpu_count']} cores; load average "
-            f"{m['load_before']:.2f} before, {m['load_after']:.2f} after (per round: {m['loads_text']}); "
-            f"jax {m['jax']}." + (" --quick: a smoke test, not a measurement." if m["quick"] else ""))
+            f"{m['rounds']} interleaved round(s), median. " + machine.describe(m, per="round"))
     rows = ["| stop check | steps/s | ratio |", "|---|---:|---:|"]
     for r in result["rows"]:
         if "error" in r:
