@@ -20,16 +20,15 @@ The bundle is written when the run starts (its generators do not change while it
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import os
-import shutil
 
 import jax
 import numpy as np
 from flax import nnx
 
-from fer_jax import runs, workdir as workdir_lib
+from fer_jax import paths, runs, workdir as workdir_lib
 from fer_jax.errors import MissingError
 from fer_jax.models import generators
 
@@ -41,24 +40,32 @@ _NAMED = ("", "packaged")  # weights records that need no file: the generator's 
 
 
 def _folder(workdir: str, *parts) -> str:
-    return os.path.join(os.path.expanduser(workdir), BUNDLE_DIR, *parts)
+    return paths.join(workdir, BUNDLE_DIR, *parts)
+
+
+def _relative(*parts) -> str:
+    """A bundle file's name relative to the run's workdir, as the manifest keeps it ('/'-separated)."""
+    return "/".join((BUNDLE_DIR, *parts))
+
+
+def _in_workdir(workdir: str, relative: str) -> str:
+    return paths.join(workdir, *relative.replace("\\", "/").split("/"))
 
 
 def save_state(module: nnx.Module, path: str) -> None:
     """Writes every variable of `module` (parameters and statistics) to an .npz keyed by its tree path."""
     leaves, _ = jax.tree_util.tree_flatten_with_path(nnx.state(module))
     arrays = {jax.tree_util.keystr(p): np.asarray(jax.device_get(v)) for p, v in leaves}
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(path + ".tmp", path)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    paths.write_bytes(path, buffer.getvalue())
 
 
 def load_state(module: nnx.Module, path: str) -> nnx.Module:
     """`module` (concrete or from nnx.eval_shape) with its variables read from `save_state`'s file."""
     graphdef, state = nnx.split(module)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
-    with np.load(path, allow_pickle=False) as stored:
+    with np.load(io.BytesIO(paths.read_bytes(path)), allow_pickle=False) as stored:
         missing = [jax.tree_util.keystr(p) for p, _ in leaves if jax.tree_util.keystr(p) not in stored.files]
         if missing:
             raise MissingError(f"{path}: lacks {len(missing)} of the module's values (first: {missing[0]}); the bundle "
@@ -74,7 +81,7 @@ def needs_copy(made: dict) -> bool:
         return False  # external embeddings: no generator, a video cannot have them
     if made.get("generator") == "omnivec" or weights.startswith("checkpoint:"):
         return True
-    return weights not in _NAMED and os.path.exists(os.path.expanduser(weights))
+    return weights not in _NAMED and paths.exists(weights)
 
 
 def _moved_runs(config) -> dict:
@@ -84,7 +91,7 @@ def _moved_runs(config) -> dict:
         path = spec.get("checkpoint", "")
         record = runs.read_record(path) if path else None
         if record is not None:
-            out[record.id] = os.path.expanduser(path)
+            out[record.id] = paths.expand(path)
     return out
 
 
@@ -99,7 +106,7 @@ def write(workdir: str, config, record) -> dict:
     for key, made in dict(record.setup.get("generators", {}) or {}).items():
         made = dict(made)
         weights = str(made.get("weights", ""))
-        if weights.startswith("checkpoint:") and made.get("run_id") in moved and not os.path.exists(weights[11:]):
+        if weights.startswith("checkpoint:") and made.get("run_id") in moved and not paths.exists(weights[11:]):
             made["weights"] = f"checkpoint:{moved[made['run_id']]}"
         if not needs_copy(made):
             continue
@@ -108,49 +115,43 @@ def write(workdir: str, config, record) -> dict:
             manifest["omnivec"][key] = _copy_pretraining_run(workdir, key, run_dir, with_encoder=True)
             continue
         path = _folder(workdir, "generators", f"{key}.npz")
-        if not os.path.exists(path):
+        if not paths.exists(path):
             options = {k: made[k] for k in generators.get(made["generator"]).options if made.get(k) is not None}
             module, _ = runs.generator_module(made["generator"], str(made["weights"]), **options)
             save_state(module, path)
         manifest["generators"][key] = {"generator": made["generator"], "from": str(made["weights"]),
-                                       "file": os.path.relpath(path, workdir)}
+                                       "file": _relative("generators", f"{key}.npz")}
     for modality, spec in config.modalities.items():
         if spec.get("tokenizer") == "omnivec" and spec.get("checkpoint"):
             manifest["omnivec"][modality] = _copy_pretraining_run(workdir, modality, spec.checkpoint,
                                                                   with_encoder=False)
     if manifest["generators"] or manifest["omnivec"]:
-        path = _folder(workdir, MANIFEST)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump(manifest, f, indent=2, sort_keys=True)
-        os.replace(path + ".tmp", path)
+        paths.write_text(_folder(workdir, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True))
     return manifest
 
 
 def _copy_pretraining_run(workdir: str, name: str, run_dir: str, *, with_encoder: bool) -> dict:
     """Copies a pretraining run's config and input shapes (and, for a frozen feature, its encoder)."""
-    run_dir = os.path.expanduser(run_dir)
+    run_dir = paths.expand(run_dir)
     target = _folder(workdir, "omnivec", name)
-    os.makedirs(target, exist_ok=True)
     for file in (workdir_lib.CONFIG_FILE, runs.SHAPES_FILE, runs.RECORD_FILE):
-        if os.path.exists(os.path.join(run_dir, file)) and os.path.abspath(run_dir) != os.path.abspath(target):
-            shutil.copyfile(os.path.join(run_dir, file), os.path.join(target, file))
-    entry = {"from": os.path.abspath(run_dir), "folder": os.path.relpath(target, workdir)}
+        if paths.exists(paths.join(run_dir, file)) and paths.resolve(run_dir) != paths.resolve(target):
+            paths.copy_file(paths.join(run_dir, file), paths.join(target, file))
+    entry = {"from": paths.resolve(run_dir), "folder": _relative("omnivec", name)}
     if with_encoder:
-        path = os.path.join(target, "encoder.npz")
-        if not os.path.exists(path):
+        path = paths.join(target, "encoder.npz")
+        if not paths.exists(path):
             module, _ = runs.omnivec_encoder(run_dir)
             save_state(module, path)
-        entry["encoder"] = os.path.relpath(path, workdir)
+        entry["encoder"] = _relative("omnivec", name, "encoder.npz")
     return entry
 
 
 def manifest(workdir: str) -> dict:
     path = _folder(workdir, MANIFEST)
-    if not os.path.exists(path):
+    if not paths.exists(path):
         return {"generators": {}, "omnivec": {}}
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(paths.read_text(path))
 
 
 def generator(workdir: str, key: str, made: dict, **options):
@@ -162,11 +163,11 @@ def generator(workdir: str, key: str, made: dict, **options):
         spec = generators.get(name)
         build_options = {k: v for k, v in options.items() if v is not None and k in spec.options}
         module = nnx.eval_shape(lambda: spec.build(nnx.Rngs(0), None, **build_options))
-        module = load_state(module, os.path.join(os.path.expanduser(workdir), entry["file"]))
+        module = load_state(module, _in_workdir(workdir, entry["file"]))
         return module, f"{name} from the run's bundle ({entry['file']}, made from {entry['from']})"
     weights = str(made.get("weights", "packaged") or "packaged")
     path = weights.split(":", 1)[1] if weights.startswith("checkpoint:") else weights
-    if weights not in _NAMED and os.sep in path and not os.path.exists(path):
+    if weights not in _NAMED and ("/" in path or "\\" in path) and not paths.exists(path):
         raise MissingError(f"{path}: the {name} weights that made the run's feature {key!r} are not there, and the "
                            f"run's bundle ({_folder(workdir)}) does not hold them (a run trained before runs kept "
                            "bundles). Put them back at that path, or train the run again.")
@@ -177,9 +178,9 @@ def omnivec_encoder(workdir: str, key: str, made: dict):
     """(module, report) of the frozen OmniVec that made feature `key`, from the bundle or its pretraining run."""
     entry = manifest(workdir)["omnivec"].get(key)
     if entry is not None and entry.get("encoder"):
-        folder = os.path.join(os.path.expanduser(workdir), entry["folder"])
+        folder = _in_workdir(workdir, entry["folder"])
         module, _ = runs.omnivec_encoder(folder, load=False)
-        module = load_state(module, os.path.join(os.path.expanduser(workdir), entry["encoder"]))
+        module = load_state(module, _in_workdir(workdir, entry["encoder"]))
         return module, folder, f"OmniVec from the run's bundle (made from {entry['from']})"
     run_dir = str(made.get("weights", "")).split(":", 1)[1]
     module, report = runs.omnivec_encoder(run_dir)

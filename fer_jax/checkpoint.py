@@ -6,8 +6,10 @@ stops or raises.
 
 Layout: <workdir>/checkpoints/<step>/state (runs made before 2026-11 also hold an unread `meta`). The data position is not stored: the
 training stream is a function of (seed, step), so the step restores it. Orbax writes each checkpoint to a
-temporary folder and renames it when complete, so a run killed mid-save never leaves a
-checkpoint that looks complete; `latest_step()` only sees finished ones.
+temporary folder and renames it when complete (on an object store, which has no rename, it writes
+the step's folder and a `commit_success.txt` in it last), so a run killed mid-save never leaves a
+checkpoint that looks complete; `latest_step()` only sees finished ones. The workdir goes to Orbax as
+given (a `gs://` URL untouched; a local path made absolute).
 
 A finished checkpoint can still be unreadable (a truncated or corrupted array file, a disk that
 filled up). `restore_latest` tells that apart from a checkpoint of another model: Orbax reports a
@@ -20,16 +22,17 @@ collide with it), names it in a one-line warning, and tries the previous one.
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from fer_jax import paths
 from fer_jax.errors import CheckpointMismatchError
 
 log = logging.getLogger(__name__)
+COMMIT_FILE = "commit_success.txt"  # Orbax's mark of a finished checkpoint on an object store
 
 
 class RunCheckpoints:
@@ -37,7 +40,7 @@ class RunCheckpoints:
 
     def __init__(self, workdir: str, *, max_to_keep: int | None = 3, read_only: bool = False,
                  async_save: bool = False):
-        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self.directory = paths.join(paths.resolve(workdir), "checkpoints")
         self.async_save = bool(async_save) and not read_only
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
@@ -78,7 +81,7 @@ class RunCheckpoints:
 
     def _mismatch(self, step: int, e: BaseException) -> CheckpointMismatchError:
         return CheckpointMismatchError(
-            f"checkpoint {os.path.join(self.directory, str(step))} does not fit this model: "
+            f"checkpoint {paths.join(self.directory, str(step))} does not fit this model: "
             f"{str(e).splitlines()[0][:400]}. It was probably written by a run with another model "
             "config; use that run's config, or a fresh --workdir.")
 
@@ -90,11 +93,12 @@ class RunCheckpoints:
             return False
 
     def _move_aside(self, step: int) -> str:
-        """Renames checkpoint `step` to <step>.unreadable-<time> (process 0; the others wait) and reloads."""
-        src = os.path.join(self.directory, str(step))
+        """Renames checkpoint `step` to <step>.unreadable-<time> (process 0; the others wait) and reloads
+        (on an object store: copied there, then deleted)."""
+        src = paths.join(self.directory, str(step))
         dst = f"{src}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
         if jax.process_index() == 0:
-            os.replace(src, dst)
+            paths.move(src, dst)
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices(f"fer_jax: checkpoint {step} moved aside")
         self.manager.reload()
@@ -118,7 +122,7 @@ class RunCheckpoints:
                 moved = self._move_aside(step)
                 reason = str(e).splitlines()[0][:200] if str(e) else ""
                 log.warning("checkpoint %s cannot be read (%s: %s); moved it to %s and resuming from the one "
-                            "before it.", os.path.join(self.directory, str(step)), type(e).__name__, reason, moved)
+                            "before it.", paths.join(self.directory, str(step)), type(e).__name__, reason, moved)
                 continue
             return step, restored["state"]
         return None
@@ -131,9 +135,12 @@ class RunCheckpoints:
 def has_finished(workdir: str) -> bool:
     """Whether `workdir` holds a finished checkpoint (a run that resumes, whose restore overwrites the whole
     state: pretrained weights need not be loaded first). Orbax gives a checkpoint its step's name only
-    once it is complete."""
-    directory = os.path.join(workdir, "checkpoints")
-    return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+    once it is complete; on an object store, once its commit file is written."""
+    directory = paths.join(workdir, "checkpoints")
+    steps = [name for name in paths.listdir(directory) if name.isdigit()]
+    if not paths.is_url(directory):
+        return bool(steps)
+    return any(paths.exists(paths.join(directory, name, COMMIT_FILE)) for name in steps)
 
 
 def abstract_like(state, sharding):

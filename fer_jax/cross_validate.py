@@ -25,12 +25,11 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 
 import numpy as np
 from absl import app, flags
 
-from fer_jax import cli, evaluate, input_pipeline, loop, plots, train, workdir as workdir_lib
+from fer_jax import cli, evaluate, input_pipeline, loop, paths, plots, train, workdir as workdir_lib
 from fer_jax.errors import ConfigError, RunStopped
 
 flags.DEFINE_string("folds", None, "Comma-separated folds to run (default: every fold of the dataset). Example: "
@@ -70,7 +69,7 @@ def run_folds(config, workdir: str, folds, *, scheme=None, progress: str = "") -
     scheme = scheme or input_pipeline.dataset_description(_first_fold(config)).scheme
     for i, k in enumerate(folds, start=1):
         label = scheme.name(k)
-        fold_dir = os.path.join(workdir, label)
+        fold_dir = paths.join(workdir, label)
         where = ", ".join(p for p in (progress, f"fold {i}/{len(folds)}" if len(folds) > 1 else "") if p)
         c = copy.deepcopy(config)
         with c.unlocked():
@@ -147,24 +146,21 @@ def ablation_setups(config, subsets, fusions):
 
 
 def write_report(workdir: str, rows: dict[str, dict], *, chart: bool, num_classes: int = 7) -> dict:
-    os.makedirs(workdir, exist_ok=True)
     table = markdown_table(rows)
     fractions = {r.get("label_fraction", 1.0) for r in rows.values()}
     note = ("UAR/WAR in %, last checkpoint of each fold (no selection on the test split); "
             "± is the population std over folds." + (f" Trained on a class-stratified {100 * min(fractions):g}% of "
                                                      "each fold's training labels." if min(fractions) < 1 else ""))
-    with open(os.path.join(workdir, "cross_validation.md"), "w") as f:
-        f.write(table + "\n\n" + note + "\n")
-    with open(os.path.join(workdir, "cross_validation.json"), "w") as f:
-        json.dump(rows, f, indent=2)
-    out = {"table": table, "markdown": os.path.join(workdir, "cross_validation.md"),
-           "json": os.path.join(workdir, "cross_validation.json")}
+    out = {"table": table, "markdown": paths.join(workdir, "cross_validation.md"),
+           "json": paths.join(workdir, "cross_validation.json")}
+    paths.write_text(out["markdown"], table + "\n\n" + note + "\n")
+    paths.write_text(out["json"], json.dumps(rows, indent=2))
     if chart:
-        out["chart"] = plots.ablation_png(rows, os.path.join(workdir, "ablation.png"), chance=100 / num_classes)
-    curves = {f"{name} {fold}": workdir_lib.read_metrics(os.path.join(r["workdir"], fold))
+        out["chart"] = plots.ablation_png(rows, paths.join(workdir, "ablation.png"), chance=100 / num_classes)
+    curves = {f"{name} {fold}": workdir_lib.read_metrics(paths.join(r["workdir"], fold))
               for name, r in rows.items() if "workdir" in r for fold in r["folds"]}
     if curves:
-        out["curves"] = plots.setups_curves_png(curves, os.path.join(workdir, "curves.png"),
+        out["curves"] = plots.setups_curves_png(curves, paths.join(workdir, "curves.png"),
                                                 title="training curves of every setup and fold",
                                                 chance=100 / num_classes)
     return out
@@ -197,9 +193,9 @@ def main(argv):
         subsets = (FLAGS.subsets or setup_name(config.modalities)).split(",")
         fusions = (FLAGS.fusions or config.model.get("fusion", "concat")).split(",")
         setups = ablation_setups(config, subsets, fusions)
-        rows = {name: {**run_folds(c, os.path.join(workdir, name.replace("/", "_")), folds, scheme=scheme,
+        rows = {name: {**run_folds(c, paths.join(workdir, name.replace("/", "_")), folds, scheme=scheme,
                                    progress=f"setup {i}/{len(setups)} ({name})" if len(setups) > 1 else ""),
-                       "workdir": os.path.join(workdir, name.replace("/", "_"))}
+                       "workdir": paths.join(workdir, name.replace("/", "_"))}
                 for i, (name, c) in enumerate(setups.items(), start=1)}
     else:
         rows = {setup_name(config.modalities) + "/" + config.model.get("fusion", "concat"):

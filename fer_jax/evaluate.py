@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 
 import jax
 from absl import app, flags
 
-from fer_jax import cli, input_pipeline, metrics, parallel, plots, runs, train, workdir as workdir_lib, xla_defaults
+from fer_jax import cli, input_pipeline, metrics, parallel, paths, plots, runs, train, workdir as workdir_lib, xla_defaults
 from fer_jax.errors import ConfigError
 from tfds_dfew import description as description_lib
 from tfds_dfew import features as features_lib
@@ -115,15 +114,13 @@ def cross_dataset(config, trained, dataset: str):
 
 def write_summary(workdir: str, summary: dict) -> dict:
     """Writes <workdir>/eval/<split>_step<N>[_without_<m>].json and _confusion.png; returns their paths."""
-    out_dir = os.path.join(workdir, "eval")
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = paths.join(workdir, "eval")
     dropped = summary.get("dropped_modalities") or []
     suffix = f"_without_{'_'.join(dropped)}" if dropped else ""
     cross = summary.get("cross_dataset")
     prefix = f"{cross['evaluated_on']}_" if cross else ""  # another dataset's split names are not the run's
-    stem = os.path.join(out_dir, f"{prefix}{summary['split'].replace('+', '_')}_step{summary['step']}{suffix}")
-    with open(stem + ".json", "w") as f:
-        json.dump(summary, f, indent=2)
+    stem = paths.join(out_dir, f"{prefix}{summary['split'].replace('+', '_')}_step{summary['step']}{suffix}")
+    paths.write_text(stem + ".json", json.dumps(summary, indent=2))
     without = f" without {', '.join(dropped)}" if dropped else ""
     png = plots.confusion_matrix_png(
         summary["confusion_matrix"], summary["class_names"], stem + "_confusion.png",

@@ -31,7 +31,7 @@ import tensorflow_datasets as tfds
 from absl import app
 from flax import nnx
 
-from fer_jax import cli, hints, inference, input_pipeline, runs, workdir as workdir_lib, xla_defaults
+from fer_jax import cli, hints, inference, input_pipeline, paths, runs, workdir as workdir_lib, xla_defaults
 from fer_jax.data import embeddings
 from fer_jax.errors import ConfigError, DatasetNotFoundError
 from fer_jax.models import generators
@@ -74,7 +74,7 @@ def omnivec_part(key: str, spec) -> tuple[inference.OmniVecPart, dict]:
     if not spec.get("checkpoint"):
         raise ConfigError(f"config.generators.{key}.checkpoint must be the workdir of a `python -m fer_jax.pretrain` "
                           "run (configs/extract.py:omnivec,run=<workdir>).")
-    run_dir = os.path.abspath(os.path.expanduser(spec.checkpoint))
+    run_dir = paths.resolve(spec.checkpoint)
     module, report = runs.omnivec_encoder(run_dir)
     log.info("%s: %s", key, report)
     pre = input_pipeline.Preprocessor(workdir_lib.load_config(run_dir), train=False)
@@ -85,8 +85,8 @@ def omnivec_part(key: str, spec) -> tuple[inference.OmniVecPart, dict]:
 
 def open_source(config):
     """The source dataset of an extraction (a clip build or a features dataset), checked to exist."""
-    source_dir = os.path.expanduser(config.source.data_dir)
-    if not os.path.isdir(source_dir):
+    source_dir = paths.expand(config.source.data_dir)
+    if not paths.isdir(source_dir):
         raise DatasetNotFoundError(f"config.source.data_dir={config.source.data_dir!r} does not exist; point it at "
                                    "the folder that holds the built dataset (e.g. --config.source.data_dir=data/tfds).")
     name = config.source.name
@@ -138,20 +138,25 @@ def extract(config) -> str:
         name=config.output.name, version=features_lib.FeaturesBuilder.VERSION, feature_shapes=shapes, setup=setup,
         audio=features_lib.has_audio(source.info.features) and bool(config.output.get("keep_sound", True)),
         description=f"features {sorted(shapes)} of {name}")
-    out_dir = os.path.expanduser(config.output.data_dir)
+    out_dir = paths.expand(config.output.data_dir)
     cls = features_lib.builder_class(description.name)
     output = f"{cls.name}/{config.output.name}"
     overwrite = bool(config.get("overwrite", False))
     existing = datasets.open_built(out_dir, output)
     if existing is not None and not overwrite:
         overwrite = _stale(existing, setup, source, output)
-    builder = cls(config=builder_config, data_dir=out_dir, source=source, compute=run, batch_size=batch)
-    mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
-            else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
-    # an existing dataset already records array_record; TFDS refuses to be told again when overwriting it
-    builder.download_and_prepare(file_format=None if builder.is_prepared() else "array_record",
-                                 download_config=tfds.download.DownloadConfig(download_mode=mode))
-    return builder.data_dir
+    if existing is not None and not overwrite:
+        return existing.data_dir
+    # an object-store out_dir: written in a local staging folder and uploaded once complete (datasets.staged)
+    with datasets.staged(out_dir) as target:
+        builder = cls(config=builder_config, data_dir=target, source=source, compute=run, batch_size=batch)
+        mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
+                else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+        # an existing dataset already records array_record; TFDS refuses to be told again when overwriting it
+        builder.download_and_prepare(file_format=None if builder.is_prepared() else "array_record",
+                                     download_config=tfds.download.DownloadConfig(download_mode=mode))
+        built = builder.data_dir
+    return datasets.version_dir(out_dir, output) if paths.is_url(out_dir) else built
 
 
 def _core(setup, *, identity: bool = True) -> dict:
@@ -196,7 +201,7 @@ def main(argv):
     if config is None:
         raise app.UsageError("--config is required, e.g. --config configs/extract.py:mini_xception_fer")
     path = extract(config)
-    name = os.path.basename(os.path.dirname(os.path.dirname(path)))  # <data_dir>/<dataset>_features/<setup>/<version>
+    name = paths.basename(paths.dirname(paths.dirname(path)))  # <data_dir>/<dataset>_features/<setup>/<version>
     print(f"cached features in {path}")
     print("train on them with: " + hints.command(f"--config.dataset.name={name}/{config.output.name}",
                                                  f"--config.dataset.data_dir={config.output.data_dir}"))

@@ -7,9 +7,8 @@ made from the build of their source that is in the data dir now (a rebuilt sourc
 
 from __future__ import annotations
 
-import os
 
-from fer_jax import hints, modalities
+from fer_jax import hints, modalities, paths
 from fer_jax.errors import FeatureSetupError
 from fer_jax.run_record import read_record
 from tfds_dfew import description as description_lib
@@ -73,7 +72,7 @@ def same_run(workdir: str, weights: str, made: dict) -> bool:
     record = read_record(workdir)
     if record is not None and made.get("run_id"):
         return record.id == made["run_id"]
-    return weights == f"checkpoint:{os.path.abspath(os.path.expanduser(workdir))}"
+    return weights == f"checkpoint:{paths.resolve(workdir)}"
 
 
 def check_fresh(config, builder, open_source) -> None:

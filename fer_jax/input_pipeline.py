@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections.abc import Iterator
 
 import grain
 import numpy as np
 import tensorflow_datasets as tfds
 
-from fer_jax import feature_checks, hints, modalities
+from fer_jax import feature_checks, hints, modalities, paths
 from fer_jax.data.samplers import ClassBalancedSampler, labelled_subset  # noqa: F401  (part of this module's API)
 from fer_jax.errors import ConfigError, DatasetNotFoundError, FeatureSetupError  # noqa: F401  (re-exported)
 from fer_jax.feature_checks import check_setup as check_feature_setup  # noqa: F401  (part of this module's API)
@@ -105,11 +104,11 @@ def extract_hint(setup: str, data_dir: str, dataset: str = "dfew") -> str:
 def open_builder(config, *, check: bool = True):
     """The built dataset of config.dataset (checked to exist; cached features checked against the config)."""
     name = dataset_name(config)
-    data_dir = os.path.expanduser(config.dataset.data_dir)
+    data_dir = paths.expand(config.dataset.data_dir)
     features = features_lib.parse_name(name)
     base = features[0] if features else description_lib.base_name(name)
     source = str(config.dataset.get("source", "") or "")  # the clip build cached features come from
-    if not os.path.isdir(data_dir):
+    if not paths.isdir(data_dir):
         make = hints.build_command(f"{base}/{source}" if features and source else name, config.dataset.data_dir)
         if features:
             make += (f", then {hints.extract_command(features[1], config.dataset.data_dir, features[0], source or None)}")
@@ -144,7 +143,7 @@ def _cached_builder(data_dir: str, name: str):
     path = datasets.version_dir(data_dir, name)
     if path is None:
         return None
-    stamp = os.path.getmtime(os.path.join(path, "dataset_info.json"))
+    stamp = paths.mtime(paths.join(path, "dataset_info.json"))
     key = (path, stamp)
     if key not in _BUILDERS:
         _BUILDERS[key] = datasets.open_built(data_dir, name)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 import signal
 import sys
 import time
@@ -40,7 +39,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from fer_jax import checkpoint as ckpt_lib
-from fer_jax import parallel, workdir as workdir_lib
+from fer_jax import parallel, paths, workdir as workdir_lib
 from fer_jax.errors import CheckpointMismatchError, NonFiniteLossError
 
 log = logging.getLogger(__name__)
@@ -154,7 +153,7 @@ def _saves_finished(checkpoints):
 def stopped_message(result: dict, workdir: str, what: str = "the run") -> str:
     """The one line a stopped run ends with: where it stopped, that it saved, how to resume."""
     return (f"{what} was stopped by {result.get('signal') or 'a signal'} at step {result['step']}; its checkpoint is "
-            f"saved in {os.path.join(workdir, 'checkpoints')}. Rerun the same command to resume.")
+            f"saved in {paths.join(workdir, 'checkpoints')}. Rerun the same command to resume.")
 
 
 @dataclasses.dataclass

@@ -6,10 +6,13 @@ otherwise).
 
 from __future__ import annotations
 
+import io
 import os
 import re
 
 import numpy as np
+
+from fer_jax import paths
 
 # One colour per class, in the dataset's class order (DFEW's seven first; more classes continue the cycle).
 EMOTION_COLOURS = ("#f2b701", "#3969ac", "#a5aa99", "#e73f74", "#f97b22", "#4b9b3c", "#7f3c8d",
@@ -40,8 +43,10 @@ def _save(fig, path: str, title: str = "") -> str:
 
 def write(fig, path: str) -> str:
     """Every figure is written (and closed) here, so a test can see what a figure says before it is saved."""
-    fig.savefig(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=os.path.splitext(paths.basename(path))[1][1:] or "png")
     _pyplot().close(fig)
+    paths.write_bytes(path, buffer.getvalue())
     return path
 
 
@@ -207,9 +212,9 @@ def timeline_png(result: dict, path: str) -> str:
         w = v + 1
     band.set_yticks([])
     band.set_ylabel("dominant", rotation=0, ha="right", va="center", fontsize=8)
-    title = os.path.basename(os.path.normpath(result["video"]))
+    title = paths.basename(result["video"])
     model = result.get("model") or {}
-    what = (f"run {os.path.basename(model['workdir'])} step {model['step']}" if model.get("kind") == "run"
+    what = (f"run {paths.basename(model['workdir'])} step {model['step']}" if model.get("kind") == "run"
             else model.get("kind", ""))
     band.set_title(f"{title}: {n} frames at {fps:g} fps, {what}, windows of {result['settings']['window']} "
                    f"frames every {result['settings']['stride']}", fontsize=9)

@@ -60,7 +60,7 @@ import numpy as np
 from absl import app, flags
 from tqdm import tqdm
 
-from fer_jax import cli, xla_defaults
+from fer_jax import cli, paths, xla_defaults
 from fer_jax.data import audio as audio_lib
 from fer_jax.errors import MissingError
 from fer_jax.video import face_follow, face_track, predict_outputs
@@ -345,15 +345,19 @@ class _VideoProgress:
         self.bar.close()
 
 
-def predict_paths(paths: Sequence[str], *, out_dir: str | None = None, stdout=None, stderr=None, **kwargs) -> int:
-    """Predicts and writes outputs for every path; returns the number of videos that failed (they get no files)."""
+def predict_paths(videos: Sequence[str], *, out_dir: str | None = None, stdout=None, stderr=None, **kwargs) -> int:
+    """Predicts and writes outputs for every video (a file or frame folder, or a video file's gs:// URL) into
+    out_dir (default: beside each video, a bucket's too); returns the number of videos that failed (they get no
+    files)."""
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     model_args = {k: kwargs.pop(k, None) for k in ("workdir", "model", "data_dir")}
     predictor = kwargs.pop("predictor", None) or load_predictor(**model_args, batch=kwargs.get("batch", 16))
     failed = 0
-    for path in paths:
+    for path in videos:
         try:
-            result = predict_video(path, predictor=predictor, stderr=stderr, **kwargs)
+            with paths.local_file(path) as local:  # a video in a bucket is read from a local copy
+                result = predict_video(local, predictor=predictor, stderr=stderr, **kwargs)
+            result["video"] = paths.resolve(path)
         except VideoError as e:
             failed += 1
             print(f"error: {e}", file=stderr)
@@ -370,20 +374,20 @@ def predict_paths(paths: Sequence[str], *, out_dir: str | None = None, stdout=No
 
 
 def main(argv):
-    paths = argv[1:]
-    if not paths:
+    videos = argv[1:]
+    if not videos:
         raise app.UsageError("give one or more video files or frame folders, e.g. "
                              "python -m fer_jax.predict --model mini_xception_fer talk.mp4")
     if bool(FLAGS.workdir) == bool(FLAGS.model):
         raise app.UsageError("pass exactly one of --workdir RUN or --model mini_xception_fer")
-    failed = predict_paths(paths, workdir=FLAGS.workdir, model=FLAGS.model, data_dir=FLAGS.data_dir,
+    failed = predict_paths(videos, workdir=FLAGS.workdir, model=FLAGS.model, data_dir=FLAGS.data_dir,
                            out_dir=FLAGS.out, stride=FLAGS.stride, window=FLAGS.window, batch=FLAGS.batch,
                            fps=FLAGS.fps, aligned=FLAGS.aligned, openpose_dir=FLAGS.openpose_dir,
                            detect_every=FLAGS.detect_every, progress=True)
     if failed:
-        done = len(paths) - failed
+        done = len(videos) - failed
         rest = f"; the outputs of the {done} other{'s' if done > 1 else ''} were written" if done else ""
-        print(f"error: {failed} of {len(paths)} video{'s' if len(paths) > 1 else ''} failed (see above){rest}.",
+        print(f"error: {failed} of {len(videos)} video{'s' if len(videos) > 1 else ''} failed (see above){rest}.",
               file=sys.stderr)
         sys.exit(2)
 

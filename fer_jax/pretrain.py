@@ -18,7 +18,6 @@ inside the fusion model (tokenizer `omnivec`, see configs/fusion.py's `omnivec_f
 from __future__ import annotations
 
 import logging
-import os
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +25,7 @@ import optax
 from flax import nnx
 
 from fer_jax import checkpoint as ckpt_lib, cli
-from fer_jax import hints, input_pipeline, loop, parallel, plots, runs, train_state
+from fer_jax import hints, input_pipeline, loop, parallel, paths, plots, runs, train_state
 from fer_jax import workdir as workdir_lib
 from fer_jax.errors import ConfigError, RunStopped
 from fer_jax.models import omnivec as omnivec_lib
@@ -169,8 +168,8 @@ def pretrain(config, workdir: str) -> dict:
     metrics_log.close()
     checkpoints.close()
     if is_main:
-        plots.training_curves_png(workdir_lib.read_metrics(workdir), os.path.join(workdir, "curves.png"),
-                                  title=f"OmniVec pretraining {os.path.basename(os.path.normpath(workdir))}")
+        plots.training_curves_png(workdir_lib.read_metrics(workdir), paths.join(workdir, "curves.png"),
+                                  title=f"OmniVec pretraining {paths.basename(workdir)}")
     return result
 
 

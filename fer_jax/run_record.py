@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 
+from fer_jax import paths
 from tfds_dfew import description as description_lib
 
 RECORD_FILE = "run.json"
@@ -42,10 +42,9 @@ class RunRecord:
 
 def read_record(workdir: str) -> RunRecord | None:
     """The run's record, or None for a run made before runs wrote one."""
-    path = os.path.join(os.path.expanduser(workdir), RECORD_FILE)
-    if not os.path.exists(path):
+    path = paths.join(workdir, RECORD_FILE)
+    if not paths.exists(path):
         return None
-    with open(path) as f:
-        raw = json.load(f)
+    raw = json.loads(paths.read_text(path))
     known = {f.name for f in dataclasses.fields(RunRecord)}
     return RunRecord(**{k: v for k, v in raw.items() if k in known})

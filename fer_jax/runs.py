@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 import uuid
 from collections.abc import Mapping
@@ -23,7 +22,7 @@ import numpy as np
 from flax import nnx
 
 from fer_jax import checkpoint as ckpt_lib
-from fer_jax import input_pipeline, train_state, workdir as workdir_lib
+from fer_jax import input_pipeline, paths, train_state, workdir as workdir_lib
 from fer_jax.errors import ConfigError, MissingError
 from fer_jax.models import generators, registry
 from fer_jax.run_record import RECORD_FILE, RunRecord, read_record  # noqa: F401  (part of this module's API)
@@ -52,20 +51,16 @@ def _lists(shape):
 
 
 def write_input_shapes(workdir: str, shapes: Mapping) -> None:
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, SHAPES_FILE)
-    with open(path + ".tmp", "w") as f:
-        json.dump({"input_shapes": {m: _lists(s) for m, s in shapes.items()}}, f, indent=2)
-    os.replace(path + ".tmp", path)
+    paths.write_text(paths.join(workdir, SHAPES_FILE),
+                     json.dumps({"input_shapes": {m: _lists(s) for m, s in shapes.items()}}, indent=2))
 
 
 def read_input_shapes(workdir: str) -> dict | None:
     """{modality: per-clip shape} the run was built for, or None for a run made before runs recorded it."""
     for name in (SHAPES_FILE, _OLD_SHAPES_FILE):
-        path = os.path.join(workdir, name)
-        if os.path.exists(path):
-            with open(path) as f:
-                return {m: _tuples(s) for m, s in json.load(f)["input_shapes"].items()}
+        path = paths.join(workdir, name)
+        if paths.exists(path):
+            return {m: _tuples(s) for m, s in json.loads(paths.read_text(path))["input_shapes"].items()}
     return None
 
 
@@ -81,17 +76,13 @@ def write_record(workdir: str, config, data) -> RunRecord:
                        dataset_name=str(config.dataset.name), setup=dict(metadata.get("setup", {}) or {}),
                        source_build=dict(source), plugins=plugins.loaded(),
                        created=old.created if old else time.time())
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, RECORD_FILE)
-    with open(path + ".tmp", "w") as f:
-        json.dump(dataclasses.asdict(record), f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    paths.write_text(paths.join(workdir, RECORD_FILE), json.dumps(dataclasses.asdict(record), indent=2, sort_keys=True))
     return record
 
 
 def run_identity(workdir: str) -> dict:
     """What names a run wherever its folder moves: {'run_id': its record's id, 'step': its newest checkpoint}."""
-    workdir = os.path.expanduser(str(workdir))
+    workdir = paths.expand(workdir)
     record = read_record(workdir)
     out = {"run_id": record.id} if record else {}
     try:
@@ -130,7 +121,7 @@ def omnivec_encoder(run_dir: str, *, load: bool = True, inputs: Mapping | None =
     encoder is rebuilt with dropout 0 (a generator's features are deterministic). load=False
     gives its structure with random weights (a restore of a fine-tuned run overwrites them).
     """
-    run_dir = os.path.expanduser(run_dir)
+    run_dir = paths.expand(run_dir)
     config = workdir_lib.load_config(run_dir)
     if not is_pretraining(config):
         raise ConfigError(f"{run_dir} is not an OmniVec pretraining run (its config has no `pretrain` block); "
@@ -146,7 +137,7 @@ def omnivec_encoder(run_dir: str, *, load: bool = True, inputs: Mapping | None =
     if not load:
         shapes = read_input_shapes(run_dir)
         if shapes is None:
-            raise MissingError(f"{os.path.join(run_dir, SHAPES_FILE)} not found: the pretraining run in {run_dir} "
+            raise MissingError(f"{paths.join(run_dir, SHAPES_FILE)} not found: the pretraining run in {run_dir} "
                                "never started.")
         return registry.build_omnivec(config, shapes, seed=int(config.seed)).encoder, "random initialisation"
     run = restore(run_dir, kind="pretraining", config=config)
@@ -156,11 +147,11 @@ def omnivec_encoder(run_dir: str, *, load: bool = True, inputs: Mapping | None =
 def pretraining_run_dir(path: str, *, workdir: str | None = None, name: str = "") -> str:
     """A pretraining run a model reads (an `omnivec` tokenizer's checkpoint): at its path, or, moved or deleted since,
     the copy of its config and input shapes in the bundle of the run in `workdir` (fer_jax.bundle)."""
-    path = os.path.expanduser(str(path))
-    if os.path.exists(os.path.join(path, workdir_lib.CONFIG_FILE)) or workdir is None:
+    path = paths.expand(path)
+    if paths.exists(paths.join(path, workdir_lib.CONFIG_FILE)) or workdir is None:
         return path
-    copy = os.path.join(os.path.expanduser(workdir), "bundle", "omnivec", name)
-    return copy if os.path.exists(os.path.join(copy, workdir_lib.CONFIG_FILE)) else path
+    copy = paths.join(workdir, "bundle", "omnivec", name)
+    return copy if paths.exists(paths.join(copy, workdir_lib.CONFIG_FILE)) else path
 
 
 def model_builder(config, input_shapes: Mapping, *, pretrained: bool = True, workdir: str | None = None):
@@ -237,7 +228,7 @@ def restore(workdir: str, *, kind: str = "classifier", config=None, step: int | 
     or `shapes_from_data(config)` (e.g. reading one clip of the dataset). sharding: where the
     parameters go (default: replicated over all devices).
     """
-    workdir = os.path.expanduser(workdir)
+    workdir = paths.expand(workdir)
     if config is None:
         config = workdir_lib.load_config(workdir)
     if kind == "classifier" and is_pretraining(config):
@@ -248,7 +239,7 @@ def restore(workdir: str, *, kind: str = "classifier", config=None, step: int | 
     if shapes is None and shapes_from_data is not None:
         shapes = shapes_from_data(config)
     if shapes is None:
-        raise MissingError(f"{os.path.join(workdir, SHAPES_FILE)} not found: the run in {workdir} never started.")
+        raise MissingError(f"{paths.join(workdir, SHAPES_FILE)} not found: the run in {workdir} never started.")
     step = checkpoint_step(workdir, step)
     load_plugins(workdir)
     graphdef, _, abstract = train_state.abstract(config, model_builder(config, shapes, pretrained=False,
@@ -303,10 +294,10 @@ def generator_from_run(workdir: str, name: str, modality: str | None = None):
 def weights_record(spec) -> str:
     """What made a feature, as the features' metadata records it: 'checkpoint:<run>', a file, a name or the default."""
     if spec.get("checkpoint"):
-        return f"checkpoint:{os.path.abspath(os.path.expanduser(spec.checkpoint))}"
+        return f"checkpoint:{paths.resolve(spec.checkpoint)}"
     weights = str(spec.get("weights", "") or "")
-    if weights and os.path.exists(os.path.expanduser(weights)):
-        return os.path.abspath(os.path.expanduser(weights))
+    if weights and paths.exists(weights):
+        return paths.resolve(weights)
     return weights or "packaged"
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from typing import Any
 
 import jax
@@ -22,7 +21,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from fer_jax import checkpoint as ckpt_lib, cli
-from fer_jax import bundle, hints, input_pipeline, loop, losses, metrics, parallel, plots, runs, train_state
+from fer_jax import bundle, hints, input_pipeline, loop, losses, metrics, parallel, paths, plots, runs, train_state
 from fer_jax import workdir as workdir_lib
 from fer_jax import xla_defaults
 from fer_jax.errors import ConfigError, RunStopped
@@ -319,8 +318,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     metrics_log.close()
     checkpoints.close()
     if is_main:
-        plots.training_curves_png(workdir_lib.read_metrics(workdir), os.path.join(workdir, "curves.png"),
-                                  title=f"{os.path.basename(os.path.normpath(workdir))}: {config.dataset.name}",
+        plots.training_curves_png(workdir_lib.read_metrics(workdir), paths.join(workdir, "curves.png"),
+                                  title=f"{paths.basename(workdir)}: {config.dataset.name}",
                                   chance=100 / data.description.num_classes)
     return result
 
@@ -363,7 +362,7 @@ def main(argv):
         raise RunStopped(loop.stopped_message(result, workdir))
     if jax.process_index() == 0:
         print(metrics.format_table(result))
-        print(f"wrote {os.path.join(workdir, 'curves.png')}; evaluate again with "
+        print(f"wrote {paths.join(workdir, 'curves.png')}; evaluate again with "
               + hints.command("python", "-m", "fer_jax.evaluate", "--workdir", workdir))
 
 

@@ -7,10 +7,11 @@ refused (except for keys that do not change the run's numbers, `RESUMABLE_KEYS`)
 from __future__ import annotations
 
 import json
-import os
+import tempfile
 
 import ml_collections
 
+from fer_jax import paths
 from fer_jax.errors import ConfigError, MissingError, WorkdirConflictError
 
 CONFIG_FILE = "config.json"
@@ -63,13 +64,12 @@ def config_to_dict(config) -> dict:
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
+    path = paths.join(workdir, CONFIG_FILE)
+    if not paths.exists(path):
         raise MissingError(
             f"{path} not found: {workdir!r} is not a training run's workdir (python -m fer_jax.train writes it)."
         )
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(json.loads(paths.read_text(path)))
 
 
 def load_classifier_config(workdir: str, data_dir: str | None = None) -> ml_collections.ConfigDict:
@@ -92,11 +92,10 @@ def check_claim(workdir: str, config) -> None:
     A workdir whose run never reached its first step (config.json but no checkpoint, e.g. a command
     that failed before training) holds nothing to resume: any config may take it over.
     """
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path) or not _has_checkpoint(workdir):
+    path = paths.join(workdir, CONFIG_FILE)
+    if not paths.exists(path) or not _has_checkpoint(workdir):
         return
-    with open(path) as f:
-        saved = json.load(f)
+    saved = json.loads(paths.read_text(path))
     a, b = flatten(saved), flatten(config_to_dict(config))
 
     def same(k):
@@ -115,46 +114,55 @@ def check_claim(workdir: str, config) -> None:
 
 
 def _has_checkpoint(workdir: str) -> bool:
-    """Whether the run in `workdir` saved any checkpoint (a finished one or one being written)."""
-    folder = os.path.join(workdir, "checkpoints")
-    return os.path.isdir(folder) and any(name[:1].isdigit() or "tmp" in name for name in os.listdir(folder))
+    """Whether the run in `workdir` saved any checkpoint (a finished one or one being written: locally a
+    temporary folder, on an object store a step folder without its commit file)."""
+    return any(name[:1].isdigit() or "tmp" in name for name in paths.listdir(paths.join(workdir, "checkpoints")))
 
 
 def claim(workdir: str, config) -> None:
     """Checks the workdir (`check_claim`) and writes config.json into it: the run starts now."""
     check_claim(workdir, config)
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, CONFIG_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(config_to_dict(config), f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    paths.write_text(paths.join(workdir, CONFIG_FILE), json.dumps(config_to_dict(config), indent=2, sort_keys=True))
 
 
 class MetricsLog:
-    """Appends metrics as JSON lines and TensorBoard scalars (process 0 only; a no-op elsewhere)."""
+    """Appends metrics as JSON lines and TensorBoard scalars (process 0 only; a no-op elsewhere).
+
+    On local disk each record is appended. An object store has no append: the log is kept in memory
+    and written whole after each record, and the TensorBoard event files are written to a local
+    folder and uploaded after each flush (TensorBoard reads every event file in the folder, so a run
+    resumed on another machine adds its own).
+    """
 
     def __init__(self, workdir: str, *, enabled: bool = True):
         self.enabled = enabled
-        self.path = os.path.join(workdir, METRICS_FILE)
+        self.path = paths.join(workdir, METRICS_FILE)
+        self._remote = paths.is_url(workdir)
+        self._lines: list[str] | None = None
         self._tb = None
+        self._tb_local = self._tb_remote = None
         if not enabled:
             return
         try:  # TensorBoard event files when tensorboardX is installed
             from tensorboardX import SummaryWriter  # lazy: optional, only for process 0's event files
-
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
         except ImportError:
-            self._tb = None
+            return
+        self._tb_remote = paths.join(workdir, "tensorboard")
+        self._tb_local = tempfile.mkdtemp(prefix="fer_jax-tensorboard-") if self._remote else self._tb_remote
+        self._tb = SummaryWriter(self._tb_local)
+
+    def _read(self) -> list[str]:
+        if self._lines is None:
+            self._lines = [line + "\n" for line in paths.read_text(self.path).splitlines() if line.strip()] \
+                if paths.exists(self.path) else []
+        return self._lines
 
     def drop_after(self, step: int) -> None:
         """Drops lines a crashed run wrote after its last checkpoint (`step`), before it resumes there."""
-        if not self.enabled or not os.path.exists(self.path):
+        if not self.enabled or not paths.exists(self.path):
             return
-        with open(self.path) as f:
-            keep = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
-        with open(self.path, "w") as f:
-            f.writelines(keep)
+        self._lines = [line for line in self._read() if json.loads(line).get("step", 0) <= step]
+        paths.write_text(self.path, "".join(self._lines))
 
     def write(self, step: int, split: str, values: dict) -> None:
         if not self.enabled:
@@ -162,22 +170,35 @@ class MetricsLog:
         record = {"step": int(step), "split": split}
         record.update({k: (float(v) if isinstance(v, (int, float)) or hasattr(v, "dtype") else v)
                        for k, v in values.items()})
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        line = json.dumps(record) + "\n"
+        if self._remote:
+            self._read().append(line)
+            paths.write_text(self.path, "".join(self._lines))
+        else:
+            with open(self.path, "a") as f:
+                f.write(line)
         if self._tb is not None:
             for k, v in record.items():
                 if k not in ("step", "split") and isinstance(v, float):
                     self._tb.add_scalar(f"{split}/{k}", v, step)
             self._tb.flush()
+            self._upload_events()
+
+    def _upload_events(self) -> None:
+        if self._remote and self._tb_local:
+            paths.copy_tree(self._tb_local, self._tb_remote)
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+            self._upload_events()
+            if self._remote:
+                paths.remove(self._tb_local)
+            self._tb = None
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    path = os.path.join(workdir, METRICS_FILE)
-    if not os.path.exists(path):
+    path = paths.join(workdir, METRICS_FILE)
+    if not paths.exists(path):
         return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [json.loads(line) for line in paths.read_text(path).splitlines() if line.strip()]

@@ -64,6 +64,16 @@ def build(
     if unknown:
         raise ReleaseError(f"--{unknown[0]} does not apply to {dataset}; it takes "
                            f"{', '.join('--' + k for k in accepted if k not in ('self', 'kwargs')) or 'no options of its own'}.")
+    if datasets.is_url(data_dir):  # built in a local staging folder, uploaded once complete (datasets.staged)
+        existing = datasets.open_built(data_dir, f"{cls.name}/{name}")
+        if existing is not None and not overwrite:
+            _check_reuse(existing, manual_dir, dataset)
+            return existing
+        with datasets.staged(data_dir) as local:
+            build(manual_dir, local, dataset=dataset, config=name, frame_source=frame_source,
+                  skip_bad_clips=skip_bad_clips, strict=strict, num_workers=num_workers, openpose_dir=openpose_dir,
+                  unlabelled=unlabelled, audio_dir=audio_dir, **options)
+        return datasets.open_built(data_dir, f"{cls.name}/{name}")
     data_dir = os.path.expanduser(data_dir)
     downloads = os.path.join(data_dir, "downloads")
     had_downloads = os.path.isdir(downloads)
@@ -229,7 +239,8 @@ def main(argv=None) -> int:
     parser.add_argument("--manual_dir", required=True,
                         help="the unpacked release (DFEW: holds EmoLabel_DataSplit/, Clip/, Annotation/); e.g. ~/DFEW")
     parser.add_argument("--data_dir", default="data/tfds",
-                        help="where TFDS datasets live; e.g. data/tfds")
+                        help="where TFDS datasets live, a folder or a gs:// URL (built in a local staging folder, "
+                             f"${datasets.STAGING_ENV} or the system's temp, then uploaded); e.g. data/tfds")
     parser.add_argument("--config", default="frames112",
                         help="stored frame size, _pose adds OpenPose keypoints, _audio the sound track, _compound "
                              "MAFW's compound labels; e.g. frames112_pose_audio (default frames112)")

