@@ -4,7 +4,7 @@
     python benchmarks/run_all.py --quick    # small sizes: a smoke test that the benchmarks still run
 
 Runs benchmarks/generator_inference.py (resnet18 and vit_b16), mini_xception_inference.py,
-audio_inference.py, train_step.py, pretrain_step.py, finetune_step.py, dense_backward.py,
+audio_inference.py, train_step.py, input_pipeline.py, pretrain_step.py, finetune_step.py, dense_backward.py,
 extract_end_to_end.py, predict_memory.py and predict_speed.py, one after the other,
 each in its own process with reduced sizes (listed in the table's notes) and a time limit;
 reads what each wrote to benchmarks/results/*.json (dense_backward: its stdout table). A
@@ -54,7 +54,8 @@ JOBS = {
          "--variants", "torch_eager,jax_encoder,jax_encoder_inference_flags"],
         ["--quick", "--variants", "torch_eager,jax_encoder,jax_encoder_inference_flags,jax_generator"], (40, 120)),
     "train_step": ("train_step.py", "train_step", ["--rounds", "3", "--no-diagnostics"],
-                   ["--quick", "--no-pipeline"], (110, 90)),
+                   ["--quick", "--no-pipeline"], (100, 90)),
+    "input_pipeline": ("input_pipeline.py", "input_pipeline", ["--batches", "12"], ["--quick"], (20, 60)),
     "pretrain_step": ("pretrain_step.py", "pretrain_step", ["--rounds", "5"], ["--quick"], (25, 60)),
     "finetune_step": ("finetune_step.py", "finetune_step", ["--rounds", "3", "--batch", "4", "--no-compile"],
                       ["--quick", "--no-compile", "--rounds", "1"], (60, 180)),
@@ -102,6 +103,10 @@ def rows_of(name: str, data: dict | None, stdout: str) -> list[tuple[str, str, s
         if data.get("pipeline"):
             out.append(("input stall (fed by Grain vs in-memory)", f"{100 * data['pipeline']['stall']:.1f}%", "-"))
         return out
+    if name == "input_pipeline":
+        return [(f"frames{r['size']}, crop {r['batch_shape'][2]}, {r['threads']} read thread(s)",
+                 f"{r['clips_per_s']:.1f} clips/s ({r['clips_per_s_per_thread']:.1f} per thread)",
+                 f"{r['ratio_to_fewest_threads']:.2f}x") for r in data["rows"]]
     if name == "finetune_step":
         stats = data["stats"]
         ref = stats.get("torch_eager", {}).get("clips_per_s")
@@ -170,7 +175,7 @@ def markdown(results: list, meta: dict) -> str:
         if problem:
             lines.append(f"| {name} | - | {problem} | - |")
     lines += ["", "References: torch_eager (inference, fine-tuning), PyTorch eager (train_step, pretrain_step), the "
-              "[B, N, D] layout (dense_backward). Sizes and arguments per benchmark: benchmarks/run_all.py JOBS; "
+              "[B, N, D] layout (dense_backward), one read thread (input_pipeline: decode + crop + flip alone, no model). Sizes and arguments per benchmark: benchmarks/run_all.py JOBS; "
               "each benchmark's own JSON is in benchmarks/results/."]
     return "\n".join(lines)
 

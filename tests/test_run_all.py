@@ -8,7 +8,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARKS = ("generator_inference resnet18", "generator_inference vit_b16", "mini_xception_inference", "audio_inference",
-              "train_step", "pretrain_step", "finetune_step", "dense_backward", "extract_end_to_end", "predict_memory")
+              "train_step", "input_pipeline", "pretrain_step", "finetune_step", "dense_backward", "extract_end_to_end",
+              "predict_memory")
 
 
 @pytest.mark.slow
