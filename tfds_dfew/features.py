@@ -21,6 +21,7 @@ in by `fer_jax.extract`; this module does not import JAX.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +35,7 @@ SUFFIX = "_features"
 NAME = "dfew_features"  # DFEW's (kept for the name earlier code and runs use)
 AUDIO_KEYS = ("audio", "audio_length")  # the raw sound, carried along when the source has it
 FRAME_KEY = "frames"
+READ_THREADS = 4  # threads reading (decoding) the next batch of clips while the current one is computed
 
 
 def features_name(dataset: str) -> str:
@@ -132,21 +134,36 @@ class FeaturesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         source = self._source.as_data_source(split=split)
         fields = per_clip_fields(self._source.info.features)
         n = len(source)
-        for start in range(0, n, self._batch_size):
-            records = [source[i] for i in range(start, min(start + self._batch_size, n))]
-            outputs = self._compute(records)
-            for i, r in enumerate(records):
-                clip_id = r["clip_id"].decode() if isinstance(r["clip_id"], bytes) else r["clip_id"]
-                example = {key: np.asarray(outputs[key][i] if key in outputs else r[key], np.float32)
-                           for key in self.builder_config.feature_shapes}
-                for key in fields:
-                    value = r[key]
-                    example[key] = value.decode() if isinstance(value, bytes) else value
-                example["clip_id"] = clip_id
-                if self.builder_config.audio:
-                    example.update(audio=np.asarray(r["audio"], np.int16).reshape(-1),
-                                   audio_length=int(r["audio_length"]))
-                yield clip_id, example
+        starts = list(range(0, n, self._batch_size))
+        # The next batch's clips are read (and their JPEGs decoded, which releases the GIL) by a few threads
+        # while `compute` runs on the current one; the order of the clips is unchanged.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=READ_THREADS) as readers:
+            def read(k):
+                if k >= len(starts):
+                    return []
+                return [readers.submit(source.__getitem__, i)
+                        for i in range(starts[k], min(starts[k] + self._batch_size, n))]
+
+            pending = read(0)
+            for k in range(len(starts)):
+                records = [f.result() for f in pending]
+                pending = read(k + 1)
+                yield from self._examples(records, self._compute(records), fields)
+
+    def _examples(self, records, outputs, fields):
+        """(clip id, example) of each record of a batch, with the features `compute` gave it."""
+        for i, r in enumerate(records):
+            clip_id = r["clip_id"].decode() if isinstance(r["clip_id"], bytes) else r["clip_id"]
+            example = {key: np.asarray(outputs[key][i] if key in outputs else r[key], np.float32)
+                       for key in self.builder_config.feature_shapes}
+            for key in fields:
+                value = r[key]
+                example[key] = value.decode() if isinstance(value, bytes) else value
+            example["clip_id"] = clip_id
+            if self.builder_config.audio:
+                example.update(audio=np.asarray(r["audio"], np.int16).reshape(-1),
+                               audio_length=int(r["audio_length"]))
+            yield clip_id, example
 
 
 @functools.cache
