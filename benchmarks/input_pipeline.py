@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"| frames{r['size']} (crop {r['batch_shape'][2]}) | {r['threads']} | {r['clips_per_s']:.1f} | "
               f"{r['clips_per_s_per_thread']:.1f} | {r['ratio_to_fewest_threads']:.2f}x |")
-    path = machine.write_result(RESULTS, "input_pipeline", {"meta": meta, "rows": rows})
+    machine.write_result(RESULTS, "input_pipeline", {"meta": meta, "rows": rows})
     return 0
 
 

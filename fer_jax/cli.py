@@ -68,7 +68,8 @@ def setup_logging() -> None:
     logging.getLogger("absl").setLevel(logging.ERROR)
 
 
-MULTI_HOST_COMMANDS = ("fer_jax.train", "fer_jax.pretrain", "fer_jax.cross_validate", "fer_jax.evaluate")
+MULTI_HOST_COMMANDS = ("fer_jax.train", "fer_jax.pretrain", "fer_jax.cross_validate", "fer_jax.evaluate",
+                       "fer_jax.extract")
 MULTI_HOST_FLAGS = ("coordinator_address", "num_processes", "process_id")
 
 

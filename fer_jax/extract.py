@@ -27,11 +27,13 @@ from __future__ import annotations
 import logging
 import os
 
+import jax
 import tensorflow_datasets as tfds
 from absl import app
 from flax import nnx
 
-from fer_jax import cli, hints, inference, input_pipeline, paths, runs, workdir as workdir_lib, xla_defaults
+from fer_jax import cli, extract_hosts, hints, inference, input_pipeline, paths, runs, workdir as workdir_lib
+from fer_jax import xla_defaults
 from fer_jax.data import embeddings
 from fer_jax.errors import ConfigError, DatasetNotFoundError
 from fer_jax.models import generators
@@ -147,16 +149,24 @@ def extract(config) -> str:
         overwrite = _stale(existing, setup, source, output)
     if existing is not None and not overwrite:
         return existing.data_dir
-    # an object-store out_dir: written in a local staging folder and uploaded once complete (datasets.staged)
-    with datasets.staged(out_dir) as target:
-        builder = cls(config=builder_config, data_dir=target, source=source, compute=run, batch_size=batch)
-        mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
-                else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
-        # an existing dataset already records array_record; TFDS refuses to be told again when overwriting it
-        builder.download_and_prepare(file_format=None if builder.is_prepared() else "array_record",
-                                     download_config=tfds.download.DownloadConfig(download_mode=mode))
-        built = builder.data_dir
-    return datasets.version_dir(out_dir, output) if paths.is_url(out_dir) else built
+
+    def write(compute) -> str:
+        """Builds the features dataset with `compute` (records -> features); returns its version folder.
+        An object-store out_dir: written in a local staging folder and uploaded once complete (datasets.staged)."""
+        with datasets.staged(out_dir) as target:
+            builder = cls(config=builder_config, data_dir=target, source=source, compute=compute, batch_size=batch)
+            mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
+                    else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+            # an existing dataset already records array_record; TFDS refuses to be told again when overwriting it
+            builder.download_and_prepare(file_format=None if builder.is_prepared() else "array_record",
+                                         download_config=tfds.download.DownloadConfig(download_mode=mode))
+            built = builder.data_dir
+        return datasets.version_dir(out_dir, output) if paths.is_url(out_dir) else built
+
+    if jax.process_count() > 1:  # each host computes its share; process 0 writes the dataset (fer_jax.extract_hosts)
+        return extract_hosts.extract(source, run, batch=batch, out_dir=out_dir, output=output, setup=setup,
+                                     write=write)
+    return write(run)
 
 
 def _core(setup, *, identity: bool = True) -> dict:

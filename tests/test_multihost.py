@@ -105,3 +105,38 @@ def test_two_processes_pretrain_omnivec_like_one(tiny_features, tmp_path):
     np.testing.assert_allclose(losses["two"], losses["one"], rtol=2e-5)
     final = {n: [m["reconstruction_loss"] for m in log if m["split"] == "pretrain_eval"] for n, log in logs.items()}
     np.testing.assert_allclose(final["two"], final["one"], rtol=2e-5)
+
+
+def test_two_hosts_extract_the_features_one_host_extracts(tiny_features, tmp_path):
+    """Each process computes its share of every split, process 0 writes the dataset: the same clips with the
+    same features as a one-host extraction, and the shares are gone afterwards."""
+    from tfds_dfew import datasets
+
+    data_dir, local_out, _ = tiny_features
+    out = tmp_path / "features"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    port = _free_port()
+    base = [sys.executable, "-m", "fer_jax.extract", "--config", "configs/extract.py:mini_xception_fer",
+            "--config.source.name=dfew/frames64", f"--config.source.data_dir={data_dir}",
+            f"--config.output.data_dir={out}", "--config.output.name=mini_xception_fer", "--config.batch_size=8"]
+    procs = [subprocess.Popen(base + [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                                      f"--process_id={i}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    name = "dfew_features/mini_xception_fer"
+    said = [[line for line in o.splitlines() if line.startswith("cached features in")] for o, _ in outputs]
+    assert said[0] == said[1] and len(said[0]) == 1  # both print the same folder
+    assert not [n for n in os.listdir(out / "dfew_features" / "mini_xception_fer") if n.startswith("_parts")]
+    ours, theirs = datasets.open_built(str(out), name), datasets.open_built(local_out, name)
+    assert ours.info.splits.keys() == theirs.info.splits.keys()
+    for split in ours.info.splits.keys():
+        a = {r["clip_id"]: r for r in ours.as_data_source(split=split)}
+        b = {r["clip_id"]: r for r in theirs.as_data_source(split=split)}
+        assert a.keys() == b.keys() and a
+        for clip_id in a:
+            np.testing.assert_allclose(a[clip_id]["face_mini_xception_fer"], b[clip_id]["face_mini_xception_fer"],
+                                       atol=1e-6, err_msg=f"{split} {clip_id}")
+            assert a[clip_id]["label"] == b[clip_id]["label"]
+    assert ours.info.metadata["setup"] == theirs.info.metadata["setup"]

@@ -133,22 +133,8 @@ class FeaturesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _generate_examples(self, split):
         source = self._source.as_data_source(split=split)
         fields = per_clip_fields(self._source.info.features)
-        n = len(source)
-        starts = list(range(0, n, self._batch_size))
-        # The next batch's clips are read (and their JPEGs decoded, which releases the GIL) by a few threads
-        # while `compute` runs on the current one; the order of the clips is unchanged.
-        with concurrent.futures.ThreadPoolExecutor(max_workers=READ_THREADS) as readers:
-            def read(k):
-                if k >= len(starts):
-                    return []
-                return [readers.submit(source.__getitem__, i)
-                        for i in range(starts[k], min(starts[k] + self._batch_size, n))]
-
-            pending = read(0)
-            for k in range(len(starts)):
-                records = [f.result() for f in pending]
-                pending = read(k + 1)
-                yield from self._examples(records, self._compute(records), fields)
+        for records in read_ahead(source, range(len(source)), self._batch_size):
+            yield from self._examples(records, self._compute(records), fields)
 
     def _examples(self, records, outputs, fields):
         """(clip id, example) of each record of a batch, with the features `compute` gave it."""
@@ -164,6 +150,23 @@ class FeaturesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 example.update(audio=np.asarray(r["audio"], np.int16).reshape(-1),
                                audio_length=int(r["audio_length"]))
             yield clip_id, example
+
+
+def read_ahead(source, indices: Sequence[int], batch_size: int):
+    """Lists of `source[i]` for consecutive batches of `indices`, in order; while the caller works on one
+    batch, the next is read (its JPEGs decoded, which releases the GIL) by READ_THREADS threads."""
+    starts = list(range(0, len(indices), batch_size))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=READ_THREADS) as readers:
+        def read(k):
+            if k >= len(starts):
+                return []
+            return [readers.submit(source.__getitem__, int(i)) for i in indices[starts[k]:starts[k] + batch_size]]
+
+        pending = read(0)
+        for k in range(len(starts)):
+            records = [f.result() for f in pending]
+            pending = read(k + 1)
+            yield records
 
 
 @functools.cache
