@@ -142,5 +142,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.keep_checkpoints = 2
     c.async_checkpointing = True  # the step goes on while a checkpoint is written
     c.skip_nonfinite_batches = False
+    # an OmniVec (feature or tokenizer) pretrained on the test fold's inputs is refused unless this is True;
+    # such a run's results are named transductive (fer_jax.inductive)
+    c.allow_transductive = False
     c.progress_bar = True
     return c

@@ -4,12 +4,15 @@
     python -m fer_jax.pretrain --config configs/omnivec.py:demo --workdir runs/demo_omnivec   # synthetic data
 
 Reads dfew_features/<features> (default mini_xception_fer: extract it from a `_pose` build so the
-keypoints travel along) over every stored split: the five folds and the `unlabelled` split of
-multi-labelled clips. Labels are never read. Every clip's inputs are seen, the test folds'
-included; `exclude_fold=k` leaves fold k out for a strictly inductive fold-k experiment.
+keypoints travel along) over every stored split but the test fold: the other folds and the
+`unlabelled` split of multi-labelled clips. Labels are never read. Inductive by default: fold 1, the
+test fold of every recipe's default, is left out (`exclude_fold=k` leaves fold k out instead, for a
+run tested on fold k); `transductive` reads every split's inputs, the test folds' included, and
+every classifier run that uses it must say `--config.allow_transductive=True` and is named
+transductive in its results (fer_jax.inductive).
 
 Variant: a '+'-joined modality subset (`face+pose`, default), then optional items: `demo`
-(synthetic data in data/tfds, a short run), generator=<name> (the face features it reads, default
+(synthetic data in data/tfds, a short run), `transductive`, generator=<name> (the face features it reads, default
 mini_xception_fer; e.g. resnet18), features=<setup>, exclude_fold=k, steps=N, audio=<generator>
 (with the `audio` modality: the cached audio features it reconstructs, default logmel; e.g.
 face+pose+audio reads dfew_features/mini_xception_fer_logmel, extracted with
@@ -22,7 +25,7 @@ from configs import fusion, variants
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    parsed = variants.parse(arg, file="omnivec.py", options=("features", "generator", "exclude_fold", "steps", "audio"), words=("demo",),
+    parsed = variants.parse(arg, file="omnivec.py", options=("features", "generator", "exclude_fold", "steps", "audio"), words=("demo", "transductive"),
                             default_modalities="face+pose")
     flags, options = parsed.words, parsed.options
     modalities = "+".join(parsed.modalities)
@@ -43,10 +46,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     del c.eval_batch_size
     del c.eval_every
     del c.dataset.fold
+    del c.allow_transductive
     c.pretrain = ml_collections.ConfigDict()
     c.pretrain.mask_ratio = 0.4  # share of present tokens replaced by the mask token
     c.pretrain.modality_mask_prob = 0.5  # share of clips that hide one whole modality (cross-modal)
-    c.pretrain.exclude_fold = int(options.get("exclude_fold", 0))  # 0: every clip's inputs
+    if "transductive" in flags and "exclude_fold" in options:
+        raise ValueError("configs/omnivec.py: `transductive` reads every fold; it takes no exclude_fold.")
+    # the fold left out (the test fold of the runs that will use it); 0 (`transductive`): every clip's inputs
+    c.pretrain.exclude_fold = 0 if "transductive" in flags else int(options.get("exclude_fold", 1))
 
     c.model = ml_collections.ConfigDict()
     c.model.width = 128

@@ -86,17 +86,20 @@ def run_folds(config, workdir: str, folds, *, scheme=None, progress: str = "") -
                            "dataset": c.dataset.name, "selection": "last checkpoint (nothing selected on the test "
                            "split)", "dropped_modalities": []})
             evaluate.write_summary(fold_dir, result)
-            done = {"uar": result["uar"], "war": result["war"]}
+            done = {"uar": result["uar"], "war": result["war"], **({"transductive": result["transductive"]}
+                                                                    if result.get("transductive") else {})}
         else:
             print(f"{where + ': ' if where else ''}{label}: already finished in {fold_dir} (UAR "
                   f"{100 * done['uar']:.2f} WAR {100 * done['war']:.2f}); not rerun", flush=True)
-        per_fold[label] = {"uar": float(done["uar"]), "war": float(done["war"])}
+        per_fold[label] = {"uar": float(done["uar"]), "war": float(done["war"]),
+                           **({"transductive": done["transductive"]} if done.get("transductive") else {})}
         if len(per_fold) > 1 and len(per_fold) < len(folds):  # a running estimate after each fold
             so_far = summarize(per_fold)
             print(f"{where + ': ' if where else ''}estimate over {len(per_fold)} of {len(folds)} folds: UAR "
                   f"{100 * so_far['uar_mean']:.2f} ± {100 * so_far['uar_std']:.2f}, WAR "
                   f"{100 * so_far['war_mean']:.2f} ± {100 * so_far['war_std']:.2f}", flush=True)
-    return {"folds": per_fold, **summarize(per_fold)}
+    transductive = [f"{fold}: {r['transductive']}" for fold, r in per_fold.items() if r.get("transductive")]
+    return {"folds": per_fold, **summarize(per_fold), **({"transductive": transductive} if transductive else {})}
 
 
 def summarize(per_fold: dict) -> dict:
@@ -117,6 +120,8 @@ def markdown_table(rows: dict[str, dict]) -> str:
     for name, r in rows.items():
         cells = [f"{100 * r['folds'][f]['uar']:.2f} / {100 * r['folds'][f]['war']:.2f}" if f in r["folds"] else "-"
                  for f in folds]
+        if r.get("transductive"):
+            name += " (transductive)"
         def mean(metric):
             std = r[f"{metric}_std"]
             return f"{100 * r[f'{metric}_mean']:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
@@ -151,6 +156,10 @@ def write_report(workdir: str, rows: dict[str, dict], *, chart: bool, num_classe
     note = ("UAR/WAR in %, last checkpoint of each fold (no selection on the test split); "
             "± is the population std over folds." + (f" Trained on a class-stratified {100 * min(fractions):g}% of "
                                                      "each fold's training labels." if min(fractions) < 1 else ""))
+    said = [f"{name}: {t}" for name, r in rows.items() for t in r.get("transductive", [])]
+    if said:
+        note += (" Transductive rows (their pretraining saw the test fold's inputs, allowed by "
+                 "config.allow_transductive): " + "; ".join(said) + ".")
     out = {"table": table, "markdown": paths.join(workdir, "cross_validation.md"),
            "json": paths.join(workdir, "cross_validation.json")}
     paths.write_text(out["markdown"], table + "\n\n" + note + "\n")

@@ -24,7 +24,7 @@ import json
 import jax
 from absl import app, flags
 
-from fer_jax import cli, input_pipeline, metrics, parallel, paths, plots, runs, train, workdir as workdir_lib, xla_defaults
+from fer_jax import cli, inductive, input_pipeline, metrics, parallel, paths, plots, runs, train, workdir as workdir_lib, xla_defaults
 from fer_jax.errors import ConfigError
 from tfds_dfew import description as description_lib
 from tfds_dfew import features as features_lib
@@ -79,6 +79,9 @@ def evaluate_checkpoint(workdir: str, *, step: int | None = None, split: str | N
                     "dropped_modalities": list(dropped)})
     if cross:
         summary["cross_dataset"] = {k: v for k, v in cross.items() if k != "pairs"}
+    transductive = inductive.describe(config, dict(data.builder.info.metadata or {}).get("setup"))
+    if transductive and not cross:
+        summary["transductive"] = transductive
     if write and jax.process_index() == 0:
         summary.update(write_summary(workdir, summary))
     return summary

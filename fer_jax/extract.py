@@ -80,7 +80,10 @@ def omnivec_part(key: str, spec) -> tuple[inference.OmniVecPart, dict]:
     module, report = runs.omnivec_encoder(run_dir)
     log.info("%s: %s", key, report)
     pre = input_pipeline.Preprocessor(workdir_lib.load_config(run_dir), train=False)
+    run_config = workdir_lib.load_config(run_dir)
     record = {"generator": "omnivec", "weights": f"checkpoint:{run_dir}", "feature_dim": int(module.width),
+              # the fold its pretraining left out (0: none): a classifier run checks it against its test fold
+              "exclude_fold": int(run_config.pretrain.get("exclude_fold", 0) or 0),
               **runs.run_identity(run_dir)}
     return inference.OmniVecPart(module, pre, run_dir), record
 
@@ -174,7 +177,7 @@ def _core(setup, *, identity: bool = True) -> dict:
     which checkpoint of a run made them, so a run trained further is the same setup, made again)."""
     core = {k: dict(setup or {}).get(k) for k in ("source", "generators")}
     if not identity:
-        core["generators"] = {key: {k: v for k, v in dict(g).items() if k not in ("run_id", "step")}
+        core["generators"] = {key: {k: v for k, v in dict(g).items() if k not in ("run_id", "step", "exclude_fold")}
                               for key, g in dict(core["generators"] or {}).items()}
     return core
 

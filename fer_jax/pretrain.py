@@ -29,18 +29,25 @@ from fer_jax import hints, input_pipeline, loop, parallel, paths, plots, runs, t
 from fer_jax import workdir as workdir_lib
 from fer_jax.errors import ConfigError, RunStopped
 from fer_jax.models import omnivec as omnivec_lib
+from tfds_dfew import datasets
 
 log = logging.getLogger(__name__)
 
 
-def pretrain_split(config, splits: list[str]) -> str:
-    """The TFDS split string of every stored split (`splits`) except `config.pretrain.exclude_fold` (0 = none)."""
+def pretrain_split(config, splits: list[str], scheme=None) -> str:
+    """The TFDS split string of every stored split (`splits`) except the test split of `config.pretrain.exclude_fold`
+    (0 = none: transductive). scheme: the dataset's split scheme (names the test split: 'fold2', or 'test')."""
     exclude = int(config.pretrain.get("exclude_fold", 0) or 0)
-    if exclude and f"fold{exclude}" not in splits:
+    if not exclude:
+        return "+".join(splits)
+    try:
+        left_out = scheme.name(exclude) if scheme is not None else f"fold{exclude}"
+    except ValueError as e:
+        raise ConfigError(f"config.pretrain.exclude_fold={exclude}: {e} ({config.dataset.name}).") from None
+    if left_out not in splits:
         raise ConfigError(f"config.pretrain.exclude_fold={exclude}: {config.dataset.name} has no split "
-                          f"fold{exclude} (it has {splits}).")
-    kept = [s for s in splits if s != f"fold{exclude}"]
-    return "+".join(kept)
+                          f"{left_out} (it has {splits}).")
+    return "+".join(s for s in splits if s != left_out)
 
 
 def _masks(batch, modalities):
@@ -122,7 +129,11 @@ def pretrain(config, workdir: str) -> dict:
     is_main = jax.process_index() == 0
     mesh = parallel.make_mesh()
     builder = input_pipeline.open_builder(config)
-    split = pretrain_split(config, sorted(builder.info.splits.keys()))
+    scheme = datasets.description_of(builder).scheme
+    split = pretrain_split(config, sorted(builder.info.splits.keys()), scheme)
+    exclude = int(config.pretrain.get("exclude_fold", 0) or 0)
+    log.info("pretraining on %s: %s", split, f"inductive, test split {scheme.name(exclude)} left out" if exclude
+             else "transductive, the test folds' inputs included (classifier runs using it must allow it)")
     data = input_pipeline.RunData(config=config, builder=builder, input_shapes={})
     with config.unlocked():  # T: the frames the dataset stores per clip, unless the config says
         if not int(config.data.get("num_frames", 0) or 0):

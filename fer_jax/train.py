@@ -21,7 +21,8 @@ from flax import nnx
 from tqdm import tqdm
 
 from fer_jax import checkpoint as ckpt_lib, cli
-from fer_jax import bundle, hints, input_pipeline, loop, losses, metrics, parallel, paths, plots, runs, train_state
+from fer_jax import bundle, hints, inductive, input_pipeline, loop, losses, metrics, parallel, paths, plots, runs
+from fer_jax import train_state
 from fer_jax import workdir as workdir_lib
 from fer_jax import xla_defaults
 from fer_jax.errors import ConfigError, RunStopped
@@ -251,6 +252,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     data = input_pipeline.open_run_data(config)
     resolve_dataset(config, data.description)
     train_split, test_split = data.split_of("train"), data.split_of("test")
+    # a pretraining run behind the inputs that saw the test fold: refused unless allow_transductive
+    transductive = inductive.check(config, dict(data.builder.info.metadata or {}).get("setup"))
     if is_main:  # a workdir holding a run of another config is refused before anything is built
         workdir_lib.check_claim(workdir, config)
 
@@ -312,9 +315,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if not done.stopped:
         result = evaluate_test(done.state)
         metrics_log.write(done.step, "test", {"uar": result["uar"], "war": result["war"],
-                                              "train_seconds": done.seconds})
+                                              "train_seconds": done.seconds,
+                                              **({"transductive": transductive} if transductive else {})})
         log.info("step %d (final): test UAR %.4f WAR %.4f", done.step, result["uar"], result["war"])
         result.update(stopped=False, step=done.step)
+        if transductive:
+            result["transductive"] = transductive
     metrics_log.close()
     checkpoints.close()
     if is_main:

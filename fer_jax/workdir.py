@@ -45,6 +45,7 @@ ADDED_KEYS = {
     # the pose modality's dataset key, `keypoints` in DFEW builds before 1.2.0 (both read the same array)
     "modalities.pose.input": ("keypoints", "pose"),
     "modalities.omnivec.inputs.pose": ("keypoints", "pose"),
+    "allow_transductive": (False, None),  # runs before the inductive check (fer_jax.inductive)
 }
 
 

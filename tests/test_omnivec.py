@@ -148,9 +148,16 @@ def _pretrain_config(data_dir, **overrides):
     return c
 
 
-def test_pretrain_split_takes_every_clip_and_can_exclude_a_fold(pose_features, tiny_release):
+def test_pretrain_split_leaves_the_test_fold_out_unless_transductive(pose_features, tiny_release):
+    from configs import omnivec as omnivec_configs
+
     c = _pretrain_config(pose_features)
+    assert c.pretrain.exclude_fold == 1  # inductive by default: fold 1, every recipe's default test fold
     assert "unlabelled" in input_pipeline.dataset_splits(c)
+    split = pretrain.pretrain_split(c, input_pipeline.dataset_splits(c))
+    assert split.split("+") == ["fold2", "fold3", "fold4", "fold5", "unlabelled"]
+    assert omnivec_configs.get_config("face+pose,transductive").pretrain.exclude_fold == 0
+    c.pretrain.exclude_fold = 0
     split = pretrain.pretrain_split(c, input_pipeline.dataset_splits(c))
     assert split.split("+") == ["fold1", "fold2", "fold3", "fold4", "fold5", "unlabelled"]
     source = input_pipeline.open_source(c, split)
