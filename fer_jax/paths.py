@@ -17,6 +17,7 @@ append (a log is rewritten whole) and no rename (a move copies, then deletes).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import posixpath
 import re
@@ -26,6 +27,8 @@ import uuid
 
 from etils import epath
 from etils.epath import backend
+
+from fer_jax.errors import ConfigError
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -50,8 +53,18 @@ def resolve(path) -> str:
     return text if is_url(text) else os.path.abspath(text)
 
 
+_CLIENTS = {"gs": "gcsfs", "s3": "s3fs"}  # the fsspec client each object store needs
+
+
 def as_path(path) -> epath.Path:
-    return epath.Path(expand(path))
+    text = expand(path)
+    if is_url(text):
+        scheme = text.split("://", 1)[0]
+        client = _CLIENTS.get(scheme)
+        if client and importlib.util.find_spec(client) is None:
+            extra = " (pip install -e '.[gcs]')" if scheme == "gs" else ""
+            raise ConfigError(f"{text}: {scheme}:// paths need the {client} package{extra}.")
+    return epath.Path(text)
 
 
 def _fresh(path) -> epath.Path:

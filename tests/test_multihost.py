@@ -97,7 +97,7 @@ def test_two_processes_pretrain_omnivec_like_one(tiny_features, tmp_path):
     _, features_dir, _ = tiny_features
     kw = dict(module="fer_jax.pretrain", config="configs/omnivec.py:face")
     errs = _run(features_dir, tmp_path / "two", processes=2, devices_each=2, **kw)
-    assert "fold1+fold2+fold3+fold4+fold5+unlabelled" in errs[0]
+    assert "pretraining on fold2+fold3+fold4+fold5+unlabelled: inductive, test split fold1 left out" in errs[0]
     _run(features_dir, tmp_path / "one", processes=1, devices_each=4, **kw)
     logs = {n: workdir_lib.read_metrics(str(tmp_path / n)) for n in ("two", "one")}
     losses = {n: [m["loss"] for m in log if m["split"] == "pretrain"] for n, log in logs.items()}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -27,6 +28,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from tfds_dfew import description as description_lib, plugins
+from tfds_dfew.errors import UserError
 
 _BUILTIN = {"dfew": "tfds_dfew.dfew", "mafw": "tfds_dfew.mafw", "ferv39k": "tfds_dfew.ferv39k"}
 _BUILDERS: dict[str, type] = {}
@@ -64,6 +66,8 @@ def description(name: str) -> description_lib.DatasetDescription:
 def data_path(data_dir) -> epath.Path:
     """A data_dir as TFDS's path type: a local folder (`~` expanded) or an object-store URL (gs://...)."""
     text = os.fspath(data_dir)
+    if text.startswith("gs://") and importlib.util.find_spec("gcsfs") is None:
+        raise UserError(f"{text}: gs:// data dirs need the gcsfs package (pip install -e '.[gcs]').")
     return epath.Path(text if "://" in text else os.path.expanduser(text))
 
 
