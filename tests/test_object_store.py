@@ -18,6 +18,7 @@ import pytest
 
 from fer_jax import checkpoint as ckpt_lib, paths, workdir as workdir_lib
 from tests.helpers import ROOT, extract_config, face_video, run_module
+from tests.test_train import _flatten
 
 BUCKET = "fer-test"
 STEPS = 12
@@ -108,17 +109,6 @@ def _final_state(workdir: str):
     steps = sorted(int(s) for s in paths.listdir(directory) if s.isdigit())
     state = ocp.PyTreeCheckpointer().restore(paths.join(directory, str(steps[-1]), "state"))
     return steps[-1], dict(_flatten(state))
-
-
-def _flatten(tree, prefix=""):
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            yield from _flatten(v, f"{prefix}/{k}")
-    elif isinstance(tree, (list, tuple)):
-        for i, v in enumerate(tree):
-            yield from _flatten(v, f"{prefix}/{i}")
-    elif tree is not None:
-        yield prefix, np.asarray(tree)
 
 
 @pytest.fixture(scope="module")
