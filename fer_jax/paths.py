@@ -10,8 +10,10 @@ append (a log is rewritten whole) and no rename (a move copies, then deletes).
     paths.is_url("gs://b/run")          # True
     paths.join("gs://b/run", "eval")    # 'gs://b/run/eval'
     paths.write_text(paths.join(workdir, "config.json"), text)
-    with paths.staging(data_dir) as local:   # build into `local`; uploaded on success when data_dir is a URL
+    with paths.local_file("gs://b/v/talk.mp4") as local:   # a local copy for readers that need a file
         ...
+
+Datasets bound for a bucket are staged by the data layer (`tfds_dfew.datasets.staged`).
 """
 
 from __future__ import annotations
@@ -185,12 +187,9 @@ def copy_file(src, dst) -> None:
         shutil.copyfileobj(fin, fout, length=8 << 20)
 
 
-def copy_tree(src, dst, *, last: tuple[str, ...] = ()) -> None:
-    """Copies every file below folder `src` to the same place below `dst`; files named in `last` (relative
-    names, e.g. a dataset's dataset_info.json) are copied after all the others, so a reader that takes them
-    as the mark of a complete folder never sees it before the rest."""
-    files = files_under(src)
-    for rel in [f for f in files if f not in last] + [f for f in files if f in last]:
+def copy_tree(src, dst) -> None:
+    """Copies every file below folder `src` to the same place below `dst`."""
+    for rel in files_under(src):
         copy_file(join(src, *rel.split("/")), join(dst, *rel.split("/")))
 
 
@@ -204,27 +203,6 @@ def move(src, dst) -> None:
     else:
         copy_file(src, dst)
     remove(src)
-
-
-@contextlib.contextmanager
-def staging(path, *, keep_local: str | None = None, last: tuple[str, ...] = ()):
-    """A local folder to write a tree into, for a destination that may be a URL.
-
-    Local `path`: yields it (written in place). URL: yields a fresh local folder, and when the block
-    ends without an error uploads what was written there (files in `last` at the end) and deletes the
-    local copy; after an error nothing is uploaded. keep_local: a folder to stage in instead of a
-    temporary one (kept afterwards).
-    """
-    if not is_url(path):
-        yield expand(path)
-        return
-    local = keep_local or tempfile.mkdtemp(prefix="fer_jax-staging-")
-    try:
-        yield local
-        copy_tree(local, path, last=last)
-    finally:
-        if keep_local is None:
-            shutil.rmtree(local, ignore_errors=True)
 
 
 @contextlib.contextmanager

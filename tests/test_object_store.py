@@ -61,13 +61,19 @@ def test_the_path_layer_on_a_bucket(gcs, tmp_path):
     assert paths.files_under(run) == ["a.json", "sub/b.bin"]
     paths.move(paths.join(run, "sub"), paths.join(run, "moved"))  # no rename on a bucket: copied, then deleted
     assert paths.listdir(run) == ["a.json", "moved"] and paths.read_bytes(paths.join(run, "moved", "b.bin")) == b"\x00\x01"
-    with paths.staging(paths.join(gcs, "staged")) as local:
+    from tfds_dfew import datasets
+
+    with datasets.staged(paths.join(gcs, "staged")) as local:  # a build bound for a bucket, written locally
         assert not paths.is_url(local)
-        with open(os.path.join(local, "done.txt"), "w") as f:
-            f.write("yes")
-    assert paths.read_text(paths.join(gcs, "staged", "done.txt")) == "yes" and not os.path.exists(local)
-    with pytest.raises(RuntimeError), paths.staging(paths.join(gcs, "failed")) as local:
-        with open(os.path.join(local, "half.txt"), "w") as f:
+        os.makedirs(os.path.join(local, "toy", "1.0.0"))
+        for name in ("toy-fold1.array_record-00000-of-00001", "dataset_info.json"):
+            with open(os.path.join(local, "toy", "1.0.0", name), "w") as f:
+                f.write("yes")
+    assert paths.read_text(paths.join(gcs, "staged", "toy", "1.0.0", "dataset_info.json")) == "yes"
+    assert datasets.version_dir(paths.join(gcs, "staged"), "toy") and not os.path.exists(local)
+    with pytest.raises(RuntimeError), datasets.staged(paths.join(gcs, "failed")) as local:
+        os.makedirs(os.path.join(local, "toy", "1.0.0"))
+        with open(os.path.join(local, "toy", "1.0.0", "dataset_info.json"), "w") as f:
             f.write("half")
         raise RuntimeError("the build failed")
     assert not paths.exists(paths.join(gcs, "failed"))  # nothing of a failed build reaches the bucket

@@ -172,9 +172,14 @@ def _weights_file_from_url(url: str) -> str:
     if not paths.isfile(url):
         raise MissingError(f"weights file {url} does not exist; pass an existing file or a weights name")
     if not os.path.isfile(local) or os.path.getsize(local) != paths.as_path(url).stat().length:
-        paths.copy_file(url, local + ".part")
-        os.replace(local + ".part", local)
+        _copy_down(url, local)
     return local
+
+
+def _copy_down(url: str, local: str) -> None:
+    """Copies `url` to `local` under a temporary name first, so an interrupted copy leaves no file of that name."""
+    paths.copy_file(url, local + ".part")
+    os.replace(local + ".part", local)
 
 
 def _pull_shared(entry: WeightsFile, folder: str) -> None:
@@ -182,8 +187,7 @@ def _pull_shared(entry: WeightsFile, folder: str) -> None:
     shared = shared_cache()
     local = os.path.join(folder, entry.file_name)
     if shared and not os.path.exists(local) and paths.isfile(paths.join(shared, entry.file_name)):
-        paths.copy_file(paths.join(shared, entry.file_name), local + ".part")
-        os.replace(local + ".part", local)  # pooch re-hashes it on use: a bad copy is downloaded again
+        _copy_down(paths.join(shared, entry.file_name), local)  # pooch re-hashes it on use: a bad copy is downloaded again
 
 
 def _push_shared(entry: WeightsFile, folder: str) -> None:
